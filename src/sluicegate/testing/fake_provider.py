@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -174,6 +175,7 @@ class FakeProvider:
     def __init__(self) -> None:
         self.host = "127.0.0.1"
         self.port = 0
+        self.scheme = "http"
         self.requests: list[RecordedRequest] = []
         self.connections_opened = 0
         self.connections_open = 0
@@ -187,15 +189,17 @@ class FakeProvider:
     def base_url(self) -> str:
         """The provider's root URL, e.g. http://127.0.0.1:8090 (append /v1 for the OpenAI SDK)."""
         host = self.host if self.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{_url_host(host)}:{self.port}"
+        return f"{self.scheme}://{_url_host(host)}:{self.port}"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Listen on host:port (0 picks a free port) and return the bound port."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> int:
+        """Listen on host:port (0 picks a free port; HTTPS with ssl_context) and return the bound port."""
         if self._runner is not None:
             raise RuntimeError("FakeProvider already started")
         runner = web.ServerRunner(_Server(self), shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=1024)
+        site = web.TCPSite(runner, host, port, backlog=1024, ssl_context=ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -203,6 +207,7 @@ class FakeProvider:
             raise
         self._runner = runner
         self.host = host
+        self.scheme = "https" if ssl_context is not None else "http"
         self.port = runner.addresses[0][1]
         return self.port
 

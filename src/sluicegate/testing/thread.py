@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 
 from sluicegate.testing.fake_provider import FakeProvider, RecordedRequest
@@ -11,9 +12,11 @@ from sluicegate.testing.fake_provider import FakeProvider, RecordedRequest
 class FakeProviderThread:
     """Runs a FakeProvider on its own thread and event loop, for synchronous tests."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.provider = FakeProvider()
-        self._address = (host, port)
+        self._address = (host, port, ssl_context)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
