@@ -1,0 +1,1 @@
+"""Upstream credentials: one module per credential type."""

@@ -1,0 +1,140 @@
+"""`sluicegate run | check | fake-provider | version`: the only entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sluicegate import __version__
+from sluicegate.config.compile import load_config, summarize
+from sluicegate.config.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluicegate", description="An AI gateway.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the gateway")
+    run.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a YAML file or a folder of them; repeatable (default: from the environment)",
+    )
+    run.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    run.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="listen port (default: the config's Gateway listener port, else 1975)",
+    )
+    run.add_argument("--admin-host", default="127.0.0.1", help="admin listen address (default 127.0.0.1)")
+    run.add_argument("--admin-port", type=int, default=1064, help="admin port: /health /ready /metrics")
+    run.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    run.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=32 * 1024 * 1024,
+        help="largest request body accepted; larger gets 413 (default 32 MiB)",
+    )
+    run.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=64 * 1024,
+        help="largest request head accepted; larger gets 431 (default 64 KiB)",
+    )
+    run.add_argument(
+        "--request-read-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send a whole request (default 30)",
+    )
+    run.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds an idle keep-alive connection stays open (default 60)",
+    )
+    run.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="seconds in-flight requests get to finish on SIGTERM (default 30)",
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = commands.add_parser("check", help="validate config files and print a summary")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+
+    fake = commands.add_parser("fake-provider", help="run the built-in fake LLM provider")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8090)
+
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"sluicegate {__version__}")
+        return 0
+    if args.command == "check":
+        try:
+            config = load_config(args.paths)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
+            return 1
+        print(summarize(config))
+        return 0
+    if args.command == "fake-provider":
+        from sluicegate.testing.fake_provider import run as run_fake
+
+        run_fake(args.host, args.port)
+        return 0
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sluicegate.server.app import RunOptions, run
+    from sluicegate.server.http import ServerLimits
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    options = RunOptions(
+        config_paths=args.config,
+        host=args.host,
+        port=args.port,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+        workers=max(1, args.workers),
+        limits=ServerLimits(
+            max_header_bytes=args.max_header_bytes,
+            max_body_bytes=args.max_body_bytes,
+            request_read_timeout=args.request_read_timeout,
+            idle_timeout=args.idle_timeout,
+        ),
+        grace=args.shutdown_grace,
+    )
+    try:
+        return run(options)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"sluicegate: {len(exc.problems)} config problem(s); not starting.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shared vocabulary of every layer: request context, usage, errors."""

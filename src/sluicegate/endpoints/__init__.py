@@ -1,0 +1,1 @@
+"""Client APIs: one module per endpoint; gateway.py dispatches to them."""

@@ -1,0 +1,34 @@
+"""Filters and the chain that runs them; built once per config, not per request."""
+
+from __future__ import annotations
+
+from sluicegate.core.context import RequestContext
+
+
+class Filter:
+    """A step on the request's way; implement only the hooks you need."""
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        """Before the upstream call; raise GatewayError to answer now."""
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        """After the response went out (or failed); usage is on ctx when known."""
+
+
+class FilterChain:
+    """Runs each hook over the filters that implement it, in order."""
+
+    def __init__(self, filters: list[Filter]) -> None:
+        self.filters = filters
+        self._on_request = [f for f in filters if type(f).on_request is not Filter.on_request]
+        self._on_complete = [f for f in filters if type(f).on_complete is not Filter.on_complete]
+
+    async def on_request(self, ctx: RequestContext) -> None:
+        """Run on_request hooks in order."""
+        for f in self._on_request:
+            await f.on_request(ctx)
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        """Run on_complete hooks in reverse order (the way back)."""
+        for f in reversed(self._on_complete):
+            f.on_complete(ctx)

@@ -1,0 +1,139 @@
+"""Start the gateway: config, listeners, workers, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import uvloop
+
+from sluicegate.config.autoconfig import autoconfig_documents, demo_documents
+from sluicegate.config.compile import compile_resources, load_config
+from sluicegate.config.runtime import DEFAULT_LISTENER_PORT, RuntimeConfig
+from sluicegate.endpoints.gateway import Gateway
+from sluicegate.server.admin import Admin
+from sluicegate.server.http import HttpServer, ServerLimits
+from sluicegate.upstream.pool import DnsCache, Pools
+
+log = logging.getLogger("sluicegate")
+
+DEMO_HINT = (
+    "No config and no provider keys: serving an OFFLINE DEMO through the built-in fake provider "
+    "(models: {models}). For real providers set OPENAI_API_KEY (or AZURE_OPENAI_API_KEY + "
+    "AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION), or pass -c config.yaml; see docs/configuration.md."
+)
+
+
+@dataclass
+class RunOptions:
+    """What `sluicegate run` was asked for."""
+
+    config_paths: list[str] = field(default_factory=list)
+    host: str = "0.0.0.0"
+    port: int | None = None  # None: the config's Gateway listener port, else 1975
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 1064
+    workers: int = 1
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    grace: float = 30.0  # seconds in-flight requests get on SIGTERM
+
+
+def load_startup_config(
+    options: RunOptions, env: Mapping[str, str]
+) -> tuple[RuntimeConfig | None, list[str]]:
+    """The config from files or the environment, with notes to print; None means the offline demo."""
+    if options.config_paths:
+        return load_config(options.config_paths), []
+    auto = autoconfig_documents(env)
+    if auto is None or not auto.documents:
+        return None, list(auto.notes) if auto else []
+    return compile_resources(auto.documents), list(auto.notes)
+
+
+def run(options: RunOptions) -> int:
+    """Run until SIGTERM/SIGINT; with several workers, fork them onto one port (SO_REUSEPORT)."""
+    config, notes = load_startup_config(options, os.environ)  # ConfigError surfaces before any fork
+    for note in notes:
+        log.warning("%s", note)
+    if options.workers <= 1:
+        return uvloop.run(_serve(options, config, worker=0))
+    children = []
+    for index in range(options.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = uvloop.run(_serve(options, config, worker=index))
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
+    return worst
+
+
+async def _serve(options: RunOptions, config: RuntimeConfig | None, worker: int) -> int:
+    loop = asyncio.get_running_loop()
+    fake = None
+    if config is None:
+        from sluicegate.testing import MODELS, FakeProvider
+
+        fake = FakeProvider()
+        await fake.start("127.0.0.1", 0)
+        config = compile_resources(demo_documents(fake.base_url, MODELS))
+        if worker == 0:
+            print(DEMO_HINT.format(models=", ".join(MODELS)), flush=True)
+
+    dns = DnsCache()
+    await dns.resolve_all([e for b in config.backends for e in b.endpoints])
+    pools = Pools(dns)
+    gateway = Gateway(config, pools)
+    server = HttpServer(gateway.handle, gateway.render_error, options.limits)
+    admin = Admin()
+    admin_server = HttpServer(admin.handle, admin.render_error, ServerLimits(max_body_bytes=1024))
+    reuse = options.workers > 1
+    port = options.port if options.port is not None else config.listener_port or DEFAULT_LISTENER_PORT
+    try:
+        bound = await server.listen(options.host, port, reuse_port=reuse)
+        admin_bound = await admin_server.listen(options.admin_host, options.admin_port, reuse_port=reuse)
+    except OSError as exc:
+        print(f"sluicegate: cannot listen: {exc}", file=sys.stderr, flush=True)
+        return 1
+    admin.ready = True
+    if worker == 0:
+        print(
+            f"sluicegate listening on http://{options.host}:{bound} "
+            f"(admin http://{options.admin_host}:{admin_bound}, workers {options.workers})",
+            flush=True,
+        )
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    admin.ready = False
+    log.info("draining: %d connections, up to %gs", len(server.connections), options.grace)
+    await server.shutdown(options.grace)
+    await admin_server.shutdown(0)
+    pools.close()
+    if fake is not None:
+        await fake.stop()
+    return 0

@@ -1,0 +1,372 @@
+"""The client-facing HTTP/1.1 server: asyncio protocol + httptools parser, one per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import httptools
+
+from sluicegate.core.context import Request
+
+log = logging.getLogger("sluicegate.server")
+
+Handler = Callable[[Request, "HttpConnection"], Awaitable[None]]
+# Answers the server gives before any handler runs (413, 400, 408, ...), built by the caller's API format.
+ErrorRenderer = Callable[[Request | None, int, str], tuple[list[tuple[bytes, bytes]], bytes]]
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_PIPELINE_DEPTH = 16  # queued requests per connection before we stop reading from it
+_HIGH_WATER = 256 * 1024
+
+
+@dataclass(slots=True)
+class ServerLimits:
+    """Per-connection limits; sizes in bytes, times in seconds."""
+
+    max_header_bytes: int = 64 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
+    request_read_timeout: float = 30.0  # from the first byte of a request to its last
+    idle_timeout: float = 60.0  # keep-alive connection with nothing to do
+
+
+def status_line(status: int) -> bytes:
+    """`HTTP/1.1 200 OK\\r\\n`."""
+    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+
+
+def _head(status: int, headers: list[tuple[bytes, bytes]], framing: bytes) -> bytearray:
+    out = bytearray(status_line(status))
+    for name, value in headers:
+        out += name + b": " + value + b"\r\n"
+    out += framing
+    return out
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parses requests, runs the handler for each in order, writes answers."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.limits = server.limits
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.queue: deque[tuple[Request, bool]] = deque()  # (request, keep_alive)
+        self.task: asyncio.Task[None] | None = None
+        self.deadline = 0.0  # loop time after which the sweeper closes us; 0 = none
+        self.closing = False  # finish the current response, then close
+        self.reading_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._started = False  # response status line sent
+        self._chunked = False
+        self._keep_alive = True
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._in_message = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else ""
+        self.server.connections.add(self)
+        self.deadline = self.loop.time() + self.limits.idle_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # the client left: stop the upstream work and free its connection
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("client disconnected"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "Protocol upgrades are not supported.")
+        except httptools.HttpParserError as exc:
+            if not self.closing:
+                self._fail(400, f"Malformed HTTP request: {exc}.")
+
+    def eof_received(self) -> bool:
+        # Half-close: answer what we have queued, then close.
+        if self.task is None and not self.queue:
+            return False
+        self.closing = True
+        return True
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self.deadline = self.loop.time() + self.limits.request_read_timeout
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._fail(431, "Request header fields too large.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.limits.max_header_bytes:
+            self._fail(431, "Request header fields too large.")
+
+    def on_headers_complete(self) -> None:
+        expect_continue = False
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower == b"content-length" and value.isdigit() and int(value) > self.limits.max_body_bytes:
+                self._fail(413, self._too_large_message())
+                return
+            if lower == b"expect" and value.lower() == b"100-continue":
+                expect_continue = True
+        if expect_continue and self.transport is not None and self.task is None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.limits.max_body_bytes:
+            self._fail(413, self._too_large_message())
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.closing and self.transport is None:
+            return
+        raw = httptools.parse_url(self._url)
+        headers: dict[str, str] = {}
+        for name, value in self._headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        request = Request(
+            method=self.parser.get_method().decode("ascii"),
+            path=raw.path.decode("latin-1"),
+            query=raw.query.decode("latin-1") if raw.query else "",
+            headers=headers,
+            body=b"".join(self._body) if len(self._body) != 1 else self._body[0],
+            raw_headers=self._headers,
+            client=self.peer,
+        )
+        keep_alive = self.parser.should_keep_alive()
+        self._reset_message()
+        self.deadline = 0.0
+        self.queue.append((request, keep_alive))
+        if self.task is None:
+            self._next()
+        elif len(self.queue) >= _PIPELINE_DEPTH and self.transport and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    # -- running handlers -------------------------------------------------------------------
+
+    def _next(self) -> None:
+        if not self.queue or self.transport is None:
+            return
+        request, keep_alive = self.queue.popleft()
+        self._keep_alive = keep_alive and not self.closing
+        self._started = False
+        self.task = self.loop.create_task(self._run(request))
+        if self.reading_paused and len(self.queue) < _PIPELINE_DEPTH // 2 and self.transport:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    async def _run(self, request: Request) -> None:
+        try:
+            await self.server.handler(request, self)
+            if not self._started:
+                raise RuntimeError("handler returned without answering")
+        except asyncio.CancelledError:
+            return  # the client went away
+        except Exception as exc:
+            if not isinstance(exc, ConnectionError):
+                log.exception("unhandled error answering %s %s", request.method, request.path)
+            if self.transport is not None:
+                if self._started:
+                    self.transport.abort()  # a half-sent response cannot be repaired: cut it
+                    self.transport = None
+                    return
+                headers, body = self.server.render_error(request, 500, "Internal gateway error.")
+                self.send(500, headers, body)
+        finally:
+            self.task = None
+        if self.transport is None:
+            return
+        if not self._keep_alive or (self.closing and not self.queue):
+            self.transport.close()
+            self.transport = None
+            return
+        if self.queue:
+            self._next()
+        else:
+            self.deadline = self.loop.time() + self.limits.idle_timeout
+
+    # -- ClientWriter -----------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """Whether the status line has gone out."""
+        return self._started
+
+    def send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Send a whole response with Content-Length, in one write."""
+        self._started = True
+        if self.transport is None:
+            return
+        framing = b"content-length: %d\r\n" % len(body)
+        if not self._keep_alive or self.closing:
+            framing += b"connection: close\r\n"
+        head = _head(status, headers, framing + b"\r\n")
+        head += body
+        self.transport.write(head)
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Start a chunked response."""
+        self._started = True
+        self._chunked = True
+        if self.transport is None:
+            raise ConnectionResetError("client disconnected")
+        framing = b"transfer-encoding: chunked\r\n"
+        if not self._keep_alive or self.closing:
+            framing += b"connection: close\r\n"
+        self.transport.write(_head(status, headers, framing + b"\r\n"))
+
+    def write(self, data: bytes) -> None:
+        """Write one chunk of a started response (empty data writes nothing)."""
+        if self.transport is None:
+            raise ConnectionResetError("client disconnected")
+        if data:
+            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+
+    async def drain(self) -> None:
+        """Wait while the client's socket buffer is full."""
+        if self.transport is None:
+            raise ConnectionResetError("client disconnected")
+        if self._write_paused:
+            self._drain_waiter = self.loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    def end(self) -> None:
+        """Finish a started chunked response."""
+        if self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
+        self._chunked = False
+
+    # -- failures before a handler runs -----------------------------------------------------
+
+    def _too_large_message(self) -> str:
+        return f"Request body is larger than the limit of {self.limits.max_body_bytes} bytes."
+
+    def _fail(self, status: int, message: str) -> None:
+        """Answer a request we refuse to read further, then close the connection."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.queue.clear()
+        request = None
+        if self._url:
+            raw = httptools.parse_url(self._url) if self._url.startswith(b"/") else None
+            path = raw.path.decode("latin-1") if raw else ""
+            request = Request("", path, "", {}, b"", self._headers, self.peer)
+        headers, body = self.server.render_error(request, status, message)
+        if self.task is None:
+            self._keep_alive = False
+            self.send(status, headers, body)
+            self.transport.close()
+            self.transport = None
+        else:
+            self.transport.pause_reading()  # the running handler finishes, then we close
+
+    def expire(self, now: float) -> None:
+        """Called by the sweeper: close if idle too long or a request is too slow to arrive."""
+        if not self.deadline or now < self.deadline or self.transport is None:
+            return
+        if self._in_message and self.task is None:
+            self._fail(408, "Request was not received in time.")
+        elif self.task is None:
+            self.transport.close()
+            self.transport = None
+
+    def close_if_idle(self) -> None:
+        """During shutdown: close now when nothing runs, else after the current response."""
+        self.closing = True
+        if self.task is None and not self.queue and self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+class HttpServer:
+    """A listening socket and its connections, with a sweeper for timeouts and graceful shutdown."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        render_error: ErrorRenderer,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        self.handler = handler
+        self.render_error = render_error
+        self.limits = limits or ServerLimits()
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[HttpConnection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def listen(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Start accepting; returns the bound port."""
+        self._server = await self.loop.create_server(
+            lambda: HttpConnection(self), host, port, reuse_port=reuse_port or None, backlog=2048
+        )
+        self._sweeper = self.loop.create_task(self._sweep())
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _sweep(self) -> None:
+        step = max(0.05, min(self.limits.request_read_timeout, self.limits.idle_timeout) / 4)
+        while True:
+            await asyncio.sleep(step)
+            now = self.loop.time()
+            for connection in list(self.connections):
+                connection.expire(now)
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, let in-flight requests and streams finish for up to `grace` seconds."""
+        if self._server is not None:
+            self._server.close()
+        deadline = self.loop.time() + grace
+        while self.connections and self.loop.time() < deadline:
+            for connection in list(self.connections):
+                connection.close_if_idle()
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()

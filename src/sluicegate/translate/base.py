@@ -1,0 +1,60 @@
+"""What every translator takes and gives (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from sluicegate.config.runtime import BackendRef
+from sluicegate.core.context import RequestContext
+from sluicegate.core.usage import Usage
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """The request a translator builds for one attempt; auth and header mutation come after."""
+
+    method: str
+    target: str  # path and query
+    headers: list[tuple[str, str]]  # lower-case names
+    body: bytes
+
+
+class Translator(Protocol):
+    """One (client API x backend schema) pair; created per attempt, may keep stream state."""
+
+    def request(self, ctx: RequestContext) -> UpstreamRequest:
+        """Build the upstream request."""
+
+    def response_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The response headers for the client (hop-by-hop and framing already removed)."""
+
+    def response_body(self, chunk: bytes, end: bool) -> tuple[bytes, Usage | None]:
+        """Client bytes for one piece of the upstream body; usage once it is known."""
+
+    def error(self, status: int, body: bytes) -> bytes:
+        """The client-format error body for an upstream error response."""
+
+    response_model: str
+
+
+def mutated_body(ctx: RequestContext, ref: BackendRef) -> dict[str, Any] | None:
+    """The body after modelNameOverride and bodyMutation, or None when nothing changes."""
+    mutation = ref.body_mutation
+    if ref.model_name_override is None and not mutation.set and not mutation.remove:
+        return None
+    body = dict(ctx.body or {})
+    if ref.model_name_override is not None:
+        body["model"] = ref.model_name_override
+    for name in mutation.remove:
+        body.pop(name, None)
+    for name, value in mutation.set:
+        body[name] = value
+    return body
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes, the one serializer of the house."""
+    return orjson.dumps(value)

@@ -1,0 +1,91 @@
+"""OpenAI client API -> OpenAI-schema backend (OpenAI, vLLM, Ollama, ...): passthrough-first."""
+
+from __future__ import annotations
+
+import orjson
+
+from sluicegate.config.runtime import BackendRef
+from sluicegate.core.context import RequestContext
+from sluicegate.core.usage import Usage
+from sluicegate.translate.base import UpstreamRequest, dumps, mutated_body
+from sluicegate.translate.sse import SSEEvents
+
+# operation -> path below the schema prefix
+PATHS = {"chat": "chat/completions", "completion": "completions", "embeddings": "embeddings"}
+
+
+class OpenAIToOpenAI:
+    """The body goes through untouched unless the model is overridden or the body mutated."""
+
+    def __init__(self, ctx: RequestContext, ref: BackendRef) -> None:
+        self.ref = ref
+        self.operation = ctx.operation
+        self.stream = ctx.stream
+        self.response_model = ""
+        self._events: SSEEvents | None = None
+        self._parts: list[bytes] = []
+
+    def target(self, ctx: RequestContext) -> str:
+        """`/{prefix}/{operation path}`."""
+        prefix = self.ref.backend.schema.prefix
+        prefix = "v1" if prefix is None else prefix.strip("/")
+        return f"/{prefix}/{PATHS[self.operation]}" if prefix else f"/{PATHS[self.operation]}"
+
+    def request(self, ctx: RequestContext) -> UpstreamRequest:
+        """Forward the client's JSON, re-serialized only when something changed."""
+        body = mutated_body(ctx, self.ref)
+        raw = ctx.request.body if body is None else dumps(body)
+        return UpstreamRequest("POST", self.target(ctx), [("content-type", "application/json")], raw)
+
+    def response_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Upstream headers as they are."""
+        for name, value in headers:
+            if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+                self._events = SSEEvents()
+        return headers
+
+    def response_body(self, chunk: bytes, end: bool) -> tuple[bytes, Usage | None]:
+        """Pass bytes through; read usage and model from the JSON body or the stream's events."""
+        if self._events is not None:
+            usage = None
+            for payload in self._events.feed(chunk) if chunk else ():
+                if payload == b"[DONE]" or not payload.startswith(b"{"):
+                    continue
+                if not self.response_model or b'"usage"' in payload:
+                    usage = self._read_event(payload) or usage
+            return chunk, usage
+        self._parts.append(chunk)
+        if not end:
+            return b"", None
+        body = b"".join(self._parts)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body, None
+        if not isinstance(parsed, dict):
+            return body, None
+        self.response_model = parsed.get("model") or ""
+        usage = parsed.get("usage")
+        return body, Usage.from_openai(usage) if isinstance(usage, dict) else None
+
+    def _read_event(self, payload: bytes) -> Usage | None:
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(event, dict):
+            return None
+        if not self.response_model:
+            self.response_model = event.get("model") or ""
+        usage = event.get("usage")
+        return Usage.from_openai(usage) if isinstance(usage, dict) else None
+
+    def error(self, status: int, body: bytes) -> bytes:
+        """OpenAI errors pass through; a body that is not JSON is wrapped in the OpenAI envelope."""
+        try:
+            orjson.loads(body)
+            return body
+        except orjson.JSONDecodeError:
+            text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream returned status {status}"
+            error_type = "server_error" if status >= 500 else "invalid_request_error"
+            return dumps({"error": {"message": text, "type": error_type, "param": None, "code": None}})

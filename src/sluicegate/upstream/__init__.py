@@ -1,0 +1,1 @@
+"""Connection pools, DNS cache and the forwarder that carries one request to a backend."""
