@@ -352,12 +352,13 @@ def test_provider_fallback_folder_keeps_the_traffic_policy() -> None:
 # --- docs/configuration.md --------------------------------------------------------------------------------
 
 DOCS = Path(__file__).parents[2] / "docs" / "configuration.md"
+README = Path(__file__).parents[2] / "README.md"
 DOC_ENV = {"OPENAI_API_KEY": "sk-docs", "AZURE_OPENAI_API_KEY": "azure-docs"}
 
 
-def doc_blocks(info: str) -> list[str]:
-    """The fenced blocks of docs/configuration.md whose info string is exactly `info`."""
-    return re.findall(rf"^```{info}\n(.*?)^```$", DOCS.read_text(), flags=re.S | re.M)
+def doc_blocks(info: str, doc: Path = DOCS) -> list[str]:
+    """The fenced blocks of a doc (docs/configuration.md by default) whose info string is exactly `info`."""
+    return re.findall(rf"^```{info}\n(.*?)^```$", doc.read_text(), flags=re.S | re.M)
 
 
 def test_docs_have_complete_examples() -> None:
@@ -377,3 +378,13 @@ def test_docs_yaml_fragments_parse() -> None:
 
     for block in doc_blocks("yaml fragment"):
         assert list(yaml.safe_load_all(block))
+
+
+def test_readme_config_example_compiles(tmp_path: Path) -> None:
+    (block,) = doc_blocks("yaml", README)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(block)
+    config = load_config([str(path)], env=DOC_ENV)
+    (backend,) = config.backends
+    assert backend.endpoints[0].tls and backend.credential is not None
+    assert backend.credential.secret == "sk-docs"

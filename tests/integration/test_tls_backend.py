@@ -8,8 +8,8 @@ from pathlib import Path
 import openai
 import pytest
 import trustme
-from harness import GatewayProcess
 
+from harness import GatewayProcess
 from sluicegate.testing import FakeProviderThread
 
 CONFIG = """
@@ -74,7 +74,9 @@ def test_tls_backend_with_policy_ca(tls_fake: FakeProviderThread, ca: trustme.CA
     process = GatewayProcess(config_for(tls_fake.port, ca.cert_pem.bytes().decode()), tmp_path)
     try:
         client = openai.OpenAI(base_url=process.url + "/v1", api_key="k", max_retries=0)
-        reply = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "over tls"}])
+        reply = client.chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "over tls"}]
+        )
         assert reply.choices[0].message.content == "Echo: over tls"
         stream = client.chat.completions.create(
             model="demo", messages=[{"role": "user", "content": "tls stream"}], stream=True

@@ -10,11 +10,17 @@ from sluicegate.filters.chain import Filter
 MODEL_HEADER = "x-ai-eg-model"
 
 
+def precedence(rule: Rule) -> tuple[int, int]:
+    """Gateway API precedence, simplified: hostnames first, then rules with more header matches."""
+    most_headers = max((len(match) for match in rule.matches), default=0)
+    return (0 if rule.hostnames else 1, -most_headers)
+
+
 class RouteMatch(Filter):
-    """First rule (in config order) whose hostnames and header matches accept the request."""
+    """The first rule, by precedence then config order, whose hostnames and headers accept the request."""
 
     def __init__(self, config: RuntimeConfig) -> None:
-        self.rules = config.rules
+        self.rules = sorted(config.rules, key=precedence)  # stable: config order breaks ties
 
     def match(self, headers: dict[str, str]) -> Rule | None:
         """The rule for these headers (with x-ai-eg-model already set from the body)."""
