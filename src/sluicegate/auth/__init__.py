@@ -1,1 +1,27 @@
-"""Upstream credentials: one module per credential type."""
+"""Upstream credentials: one module per credential type; `credential_provider` picks by type."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sluicegate.config.runtime import Credential
+from sluicegate.translate.base import UpstreamRequest
+
+
+class CredentialProvider(Protocol):
+    """Signs or decorates an upstream request; refreshes run in the background, never here."""
+
+    async def apply(self, request: UpstreamRequest, authority: str) -> None:
+        """Add credentials to the request about to go to `authority` (host[:port])."""
+
+
+def credential_provider(credential: Credential) -> CredentialProvider:
+    """The provider for a compiled credential."""
+    from sluicegate.auth.api_key import ApiKeyCredential
+
+    providers = {
+        "APIKey": ApiKeyCredential,
+        "AzureAPIKey": ApiKeyCredential,
+        "AnthropicAPIKey": ApiKeyCredential,
+    }
+    return providers[credential.type](credential)

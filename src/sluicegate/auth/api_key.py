@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sluicegate.config.runtime import Credential
+from sluicegate.translate.base import UpstreamRequest
 
 _HEADERS = {
     "APIKey": ("authorization", "Bearer {}"),
@@ -21,13 +22,8 @@ class ApiKeyCredential:
     def __repr__(self) -> str:
         return f"ApiKeyCredential({self.header[0]}: ***)"
 
-    async def apply(self, headers: list[tuple[str, str]]) -> None:
+    async def apply(self, request: UpstreamRequest, authority: str) -> None:
         """Set the key header (replacing any of that name)."""
         name = self.header[0]
-        headers[:] = [h for h in headers if h[0] != name]
-        headers.append(self.header)
-
-
-def credential_provider(credential: Credential) -> ApiKeyCredential:
-    """The provider for a compiled credential (more types arrive with their issue)."""
-    return ApiKeyCredential(credential)
+        request.headers = [h for h in request.headers if h[0] != name]
+        request.headers.append(self.header)

@@ -20,6 +20,19 @@ _OPENAI_TYPES = {
 }
 
 
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
 class GatewayError(Exception):
     """An error the gateway answers itself, rendered in the client API's format."""
 
@@ -49,3 +62,14 @@ class GatewayError(Exception):
         return orjson.dumps(
             {"error": {"message": self.message, "type": error_type, "param": self.param, "code": self.code}}
         )
+
+    def anthropic_body(self) -> bytes:
+        """The Anthropic error envelope: {"type": "error", "error": {"type", "message"}}."""
+        error_type = _ANTHROPIC_TYPES.get(self.status) or (
+            "api_error" if self.status >= 500 else "invalid_request_error"
+        )
+        return orjson.dumps({"type": "error", "error": {"type": error_type, "message": self.message}})
+
+    def body(self, api: str) -> bytes:
+        """The error body in a client API's format: "openai" or "anthropic"."""
+        return self.anthropic_body() if api == "anthropic" else self.openai_body()

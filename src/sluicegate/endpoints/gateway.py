@@ -53,7 +53,7 @@ class Gateway:
             ctx.status, ctx.error = exc.status, exc.message
             if client.started:
                 raise ConnectionAbortedError(exc.message) from exc
-            client.send(exc.status, JSON, exc.openai_body())
+            client.send(exc.status, JSON, exc.body(spec.api))
         finally:
             chain.on_complete(ctx)
 
@@ -68,9 +68,10 @@ class Gateway:
         client.send(404, JSON, error.openai_body())
 
     def render_error(self, request: Request | None, status: int, message: str) -> tuple[list, bytes]:
-        """Errors the server answers before a handler runs (413, 400, 408, 431), in OpenAI's format."""
+        """Errors the server answers before a handler runs (413, 400, 408, 431), in the endpoint's format."""
         code = {413: "request_too_large", 408: "request_timeout", 431: "headers_too_large"}.get(status)
-        return JSON, GatewayError(status, message, code=code).openai_body()
+        spec = LLM_ENDPOINTS.get(request.path) if request is not None else None
+        return JSON, GatewayError(status, message, code=code).body(spec.api if spec else "openai")
 
 
 def _method_not_allowed(request: Request, client: ClientWriter, allowed: str) -> None:

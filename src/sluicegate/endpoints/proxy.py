@@ -23,6 +23,7 @@ class EndpointSpec:
     operation: str  # chat | completion | embeddings
     translators: dict[str, TranslatorFactory] = field(default_factory=dict)
     streams: bool = True  # whether `"stream": true` is meaningful here
+    api: str = "openai"  # the client API, which decides the error format: openai | anthropic
 
 
 def parse_body(raw: bytes) -> dict:

@@ -15,6 +15,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from sluicegate.testing import openai_format as fmt
+from sluicegate.testing.dialects import find_dialect
+from sluicegate.testing.knobs import Knobs
 from sluicegate.testing.openai_format import MODELS
 
 __all__ = ["MODELS", "FakeProvider", "RecordedRequest", "run", "serve"]
@@ -23,17 +25,6 @@ MAX_RECORDED = 1000
 MAX_BODY = 64 * 1024 * 1024
 _JSON = "application/json"
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-_INT_KNOBS = {
-    "delay_ms": "x-fake-delay-ms",
-    "chunk_delay_ms": "x-fake-chunk-delay-ms",
-    "chunks": "x-fake-chunks",
-    "status": "x-fake-status",
-    "prompt_tokens": "x-fake-prompt-tokens",
-    "completion_tokens": "x-fake-completion-tokens",
-    "cached_tokens": "x-fake-cached-tokens",
-    "reasoning_tokens": "x-fake-reasoning-tokens",
-    "drop_after": "x-fake-drop-after",
-}
 
 
 @dataclass(slots=True)
@@ -51,41 +42,6 @@ class RecordedRequest:
         return orjson.loads(self.body)
 
 
-class _Knobs:
-    """The `x-fake-*` request headers of one request."""
-
-    __slots__ = ("reply", "error_body", *_INT_KNOBS)
-    delay_ms: int | None
-    chunk_delay_ms: int | None
-    chunks: int | None
-    status: int | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    cached_tokens: int | None
-    reasoning_tokens: int | None
-    drop_after: int | None
-    reply: str | None
-    error_body: str | None
-
-    def __init__(self, headers: dict[str, str]) -> None:
-        for attr, name in _INT_KNOBS.items():
-            value = headers.get(name)
-            if value is not None:
-                try:
-                    number = int(value)
-                except ValueError:
-                    raise ValueError(f"invalid integer in header {name}: {value!r}") from None
-                if number < 0:
-                    raise ValueError(f"negative value in header {name}: {value!r}")
-                setattr(self, attr, number)
-            else:
-                setattr(self, attr, None)
-        if self.status is not None and not 100 <= self.status <= 599:
-            raise ValueError(f"x-fake-status must be between 100 and 599, not {self.status}")
-        self.reply = headers.get("x-fake-reply")
-        self.error_body = headers.get("x-fake-error-body")
-
-
 class _BadRequest(Exception):
     """A request the fake answers with a 400 OpenAI error envelope."""
 
@@ -101,7 +57,7 @@ def _error(
     return web.Response(status=status, body=body, content_type=_JSON)
 
 
-def _status_response(knobs: _Knobs) -> web.Response:
+def _status_response(knobs: Knobs) -> web.Response:
     status = knobs.status or 500
     if knobs.error_body is None:
         return _error(status, f"fake error: status {status}", code=f"fake_{status}")
@@ -238,7 +194,7 @@ class FakeProvider:
         if len(requests) > MAX_RECORDED:
             del requests[0]
         try:
-            knobs = _Knobs(headers)
+            knobs = Knobs(headers)
         except ValueError as exc:
             return _error(400, str(exc))
         if knobs.delay_ms:
@@ -247,8 +203,11 @@ class FakeProvider:
             _close(request)
             self.streams_dropped += 1
             return web.Response()
+        dialect = find_dialect(request.method, path)
         if knobs.status is not None:
-            return _status_response(knobs)
+            return dialect.error(knobs) if dialect is not None else _status_response(knobs)
+        if dialect is not None:
+            return await dialect.handle(self, request, body, knobs)
         try:
             method = request.method
             if method == "POST":
@@ -276,7 +235,7 @@ class FakeProvider:
             return _error(400, str(exc), exc.param)
         return _error(404, f"Invalid URL ({request.method} {path})", type_="invalid_request_error")
 
-    def _usage(self, knobs: _Knobs, prompt_tokens: int, pieces: int) -> dict[str, Any]:
+    def _usage(self, knobs: Knobs, prompt_tokens: int, pieces: int) -> dict[str, Any]:
         return fmt.usage(
             knobs.prompt_tokens if knobs.prompt_tokens is not None else prompt_tokens,
             knobs.completion_tokens if knobs.completion_tokens is not None else pieces,
@@ -284,9 +243,7 @@ class FakeProvider:
             knobs.reasoning_tokens or 0,
         )
 
-    async def _chat(
-        self, request: web.BaseRequest, data: dict[str, Any], knobs: _Knobs
-    ) -> web.StreamResponse:
+    async def _chat(self, request: web.BaseRequest, data: dict[str, Any], knobs: Knobs) -> web.StreamResponse:
         model = _model_of(data, request.path)
         messages = data.get("messages")
         if not isinstance(messages, list):
@@ -302,7 +259,7 @@ class FakeProvider:
         return await self._unary(request, fmt.chat_completion(cid, created, model, reply, use), knobs)
 
     async def _completions(
-        self, request: web.BaseRequest, data: dict[str, Any], knobs: _Knobs
+        self, request: web.BaseRequest, data: dict[str, Any], knobs: Knobs
     ) -> web.StreamResponse:
         model = _model_of(data, request.path)
         texts = fmt.input_texts(data.get("prompt"))
@@ -318,7 +275,7 @@ class FakeProvider:
             return await self._stream(request, chunks, pieces, use, knobs)
         return await self._unary(request, fmt.text_completion(cid, created, model, reply, use), knobs)
 
-    def _embeddings(self, data: dict[str, Any], knobs: _Knobs) -> web.Response:
+    def _embeddings(self, data: dict[str, Any], knobs: Knobs) -> web.Response:
         model = data.get("model")
         if not isinstance(model, str) or not model:
             raise _BadRequest("you must provide a model parameter", "model")
@@ -335,7 +292,7 @@ class FakeProvider:
         body = fmt.embeddings(model, texts, dimensions, encoding == "base64", tokens)
         return web.Response(body=body, content_type=_JSON)
 
-    async def _unary(self, request: web.BaseRequest, body: bytes, knobs: _Knobs) -> web.StreamResponse:
+    async def _unary(self, request: web.BaseRequest, body: bytes, knobs: Knobs) -> web.StreamResponse:
         if knobs.drop_after is None:
             return web.Response(body=body, content_type=_JSON)
         # Send the headers and the first `drop_after` bytes of the body, then close: a truncated body.
@@ -357,7 +314,7 @@ class FakeProvider:
         chunks: fmt.ChatChunks,
         pieces: list[str],
         use: dict[str, Any],
-        knobs: _Knobs,
+        knobs: Knobs,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers=_SSE_HEADERS)
         delay = (knobs.chunk_delay_ms or 0) / 1000

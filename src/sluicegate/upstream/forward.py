@@ -7,11 +7,11 @@ import logging
 import random
 from collections.abc import Callable
 
-from sluicegate.auth.api_key import credential_provider
+from sluicegate.auth import credential_provider
 from sluicegate.config.runtime import Backend, BackendRef, Rule, RuntimeConfig
 from sluicegate.core.context import ClientWriter, RequestContext
 from sluicegate.core.errors import GatewayError
-from sluicegate.translate.base import Translator
+from sluicegate.translate.base import Translator, UpstreamRequest
 from sluicegate.upstream.connection import UpstreamConnection, UpstreamError
 from sluicegate.upstream.pool import Pool, Pools
 
@@ -93,17 +93,17 @@ class Forwarder:
         ctx.attempts += 1
         translator = factory(ctx, ref)
         upstream = translator.request(ctx)
-        headers = self._headers(ctx, ref, upstream.headers)
+        upstream.headers = self._headers(ctx, ref, upstream.headers)
+        self._endpoint_turn += 1
+        pool = self.pools.get(backend.endpoints[self._endpoint_turn % len(backend.endpoints)])
         provider = self.credentials.get(backend.name)
         if provider is not None:
-            await provider.apply(headers)
+            await provider.apply(upstream, pool.authority.decode())
 
         timeout = ctx.rule.request_timeout
         try:
             async with asyncio.timeout(timeout):
-                pool, connection = await self._exchange(
-                    backend, upstream.method, upstream.target, headers, upstream.body
-                )
+                connection = await self._exchange(pool, upstream)
                 status, response_headers = connection.status, connection.headers
                 streaming = _is_stream(response_headers)
                 if not streaming:
@@ -132,21 +132,15 @@ class Forwarder:
         await self._relay(ctx, connection, translator, client, client_headers, timeout, backend)
         pool.release(connection)
 
-    async def _exchange(
-        self, backend: Backend, method: str, target: str, headers: list[tuple[str, str]], body: bytes
-    ) -> tuple[Pool, UpstreamConnection]:
+    async def _exchange(self, pool: Pool, upstream: UpstreamRequest) -> UpstreamConnection:
         """Send the request and wait for the response head; one retry when a reused connection was stale."""
-        endpoints = backend.endpoints
-        self._endpoint_turn += 1
-        endpoint = endpoints[self._endpoint_turn % len(endpoints)]
-        pool = self.pools.get(endpoint)
         for _ in range(2):
             connection = await pool.acquire()
             reused = connection.requests_sent > 0
             try:
-                connection.send(method, target, headers, body)
+                connection.send(upstream.method, upstream.target, upstream.headers, upstream.body)
                 await connection.read_head()
-                return pool, connection
+                return connection
             except UpstreamError:
                 connection.close()
                 if not (reused and not connection.received_any):
