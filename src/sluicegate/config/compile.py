@@ -36,6 +36,10 @@ SUPPORTED_SCHEMAS = {"OpenAI", "AzureOpenAI"}
 SUPPORTED_SECURITY_TYPES = {"APIKey", "AzureAPIKey", "AnthropicAPIKey"}
 MODEL_HEADER = "x-ai-eg-model"
 API_KEY_IN_SECRET = "apiKey"  # the Secret key Envoy AI Gateway reads for all three API-key types
+CREDENTIALS_FILE_KEYS = {  # the Secret key Envoy AI Gateway reads for each credentials file
+    "AWSCredentials": "credentials",
+    "GCPCredentials": "service_account.json",
+}
 CA_IN_SECRET = "ca.crt"
 _DEFAULT_VERSIONS = {"GCPAnthropic": "vertex-2023-10-16", "AWSAnthropic": "bedrock-2023-05-31"}
 _ENV_ANNOTATION, _FILE_ANNOTATION = "substitution.aigw.run/env/", "substitution.aigw.run/file/"
@@ -164,7 +168,16 @@ class _Compiler:
             if bsp.has_credential_override:
                 sink.unsupported("spec.credentialOverride", "credentialOverride")
             credential = None
+            file_key = CREDENTIALS_FILE_KEYS.get(bsp.type or "")
+            if file_key and bsp.type in SUPPORTED_SECURITY_TYPES:
+                if bsp.credentials_file_ref is None:
+                    where = f"spec.{r.SECURITY_TYPES[bsp.type]}"
+                    sink.unsupported(where, f"{bsp.type} without credentialsFile")
+                elif (text := self.secret_value(sink, bsp.credentials_file_ref, meta, file_key)) is not None:
+                    credential = Credential(bsp.type, text, bsp.region, bsp.profile, bsp.project)
             for ref in bsp.secret_refs:
+                if ref is bsp.credentials_file_ref:
+                    continue
                 if ref is not bsp.api_key_ref:
                     self.lookup(sink, f"{ref.path}.name", "Secret", ref.namespace or meta.namespace, ref.name)
                     continue

@@ -64,6 +64,10 @@ class BackendSecurityPolicy:
     secret_refs: tuple[ObjectRef, ...]
     api_key_ref: ObjectRef | None  # the secretRef of apiKey / azureAPIKey / anthropicAPIKey
     has_credential_override: bool
+    credentials_file_ref: ObjectRef | None = None  # aws/gcpCredentials.credentialsFile.secretRef
+    region: str | None = None  # awsCredentials.region / gcpCredentials.region
+    profile: str | None = None  # awsCredentials.credentialsFile.profile
+    project: str | None = None  # gcpCredentials.projectName
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +194,7 @@ def parse_security_policy(meta: Meta, spec: Fields) -> BackendSecurityPolicy:
     targets = read_refs(spec, "targetRefs", "sectionName")
     kind = spec.text("type", required=True, choices=tuple(SECURITY_TYPES))
     secrets: list[ObjectRef] = []
-    api_key_ref = None
+    api_key_ref = file_ref = region = profile = project = None
     for type_name, key in SECURITY_TYPES.items():
         sub = spec.mapping(key)
         if sub is None:
@@ -203,10 +207,11 @@ def parse_security_policy(meta: Meta, spec: Fields) -> BackendSecurityPolicy:
             api_key_ref = ref = _secret_ref(sub, "secretRef")
             secrets.extend([ref] if ref else [])
         elif key == "awsCredentials":
-            sub.text("region", required=True)
+            region = sub.text("region", required=True)
             if (cred := sub.mapping("credentialsFile")) is not None:
-                secrets.extend([r] if (r := _secret_ref(cred, "secretRef")) else [])
-                cred.text("profile")
+                file_ref = _secret_ref(cred, "secretRef")
+                secrets.extend([file_ref] if file_ref else [])
+                profile = cred.text("profile")
                 cred.done()
             sub.accept("oidcExchangeToken")
         elif key == "azureCredentials":
@@ -216,16 +221,19 @@ def parse_security_policy(meta: Meta, spec: Fields) -> BackendSecurityPolicy:
                 secrets.extend([r] if (r := read_ref(secret)) else [])
             sub.accept("oidcExchangeToken")
         else:
-            sub.text("projectName", required=True)
-            sub.text("region", required=True)
+            project = sub.text("projectName", required=True)
+            region = sub.text("region", required=True)
             if (cred := sub.mapping("credentialsFile")) is not None:
-                secrets.extend([r] if (r := _secret_ref(cred, "secretRef")) else [])
+                file_ref = _secret_ref(cred, "secretRef")
+                secrets.extend([file_ref] if file_ref else [])
                 cred.done()
             sub.accept("workloadIdentityFederationConfig")
         sub.done()
     override = spec.accept("credentialOverride") is not None
     spec.done()
-    return BackendSecurityPolicy(meta, kind, targets, tuple(secrets), api_key_ref, override)
+    return BackendSecurityPolicy(
+        meta, kind, targets, tuple(secrets), api_key_ref, override, file_ref, region, profile, project
+    )
 
 
 def _tls(f: Fields, hostname_key: str) -> TLSSpec:

@@ -35,8 +35,11 @@ class Endpoint:
 class Credential:
     """What a BackendSecurityPolicy puts on each upstream request."""
 
-    type: str  # APIKey | AzureAPIKey | AnthropicAPIKey
-    secret: str = field(repr=False)
+    type: str  # APIKey | AzureAPIKey | AnthropicAPIKey | AWSCredentials | GCPCredentials
+    secret: str = field(repr=False)  # the API key; the AWS credentials file; the GCP service-account JSON
+    region: str | None = None  # AWS and GCP
+    profile: str | None = None  # AWS credentials-file profile; None means "default"
+    project: str | None = None  # GCP projectName
 
 
 @dataclass(frozen=True, slots=True)
