@@ -44,8 +44,10 @@ class GatewayError(Exception):
         code: str | None = None,
         param: str | None = None,
         type: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers or []  # extra response headers, e.g. Retry-After on a 429
         self.status = status
         self.message = message
         self.code = code

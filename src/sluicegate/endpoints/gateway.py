@@ -53,7 +53,7 @@ class Gateway:
             ctx.status, ctx.error = exc.status, exc.message
             if client.started:
                 raise ConnectionAbortedError(exc.message) from exc
-            client.send(exc.status, JSON, exc.body(spec.api))
+            client.send(exc.status, [*JSON, *exc.headers, *ctx.response_headers], exc.body(spec.api))
         finally:
             chain.on_complete(ctx)
 

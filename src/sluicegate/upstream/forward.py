@@ -115,6 +115,7 @@ class Forwarder:
 
         ctx.status = status
         client_headers = [(n, v) for n, v in response_headers if n.lower() not in _DROP_RESPONSE_HEADERS]
+        client_headers += ctx.response_headers
         if status >= 400:
             if streaming:
                 body = await self._read_rest(connection, timeout, backend)
