@@ -66,4 +66,4 @@ class RequestContext:
     response_model: str = ""
     error: str = ""  # what went wrong, for logs; never a secret
     costs: dict[str, int] = field(default_factory=dict)  # llmRequestCosts metadataKey -> cost of this request
-    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # added by filters to every answer
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # filters add these to answers
