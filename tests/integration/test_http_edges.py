@@ -338,3 +338,15 @@ def test_admin_endpoints(gateway: GatewayProcess) -> None:
     assert response.status == 200
     assert response.getheader("content-type", "").startswith("text/plain")
     assert b"# TYPE" in response.read()
+
+
+def test_http10_client_gets_stream_without_chunking(gateway: GatewayProcess) -> None:
+    body = orjson.dumps({**chat(text="old client"), "stream": True})
+    answer = exchange(
+        gateway.port,
+        b"POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body) + body,
+    )
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding" not in head.lower()
+    assert rest.startswith(b"data: ") and rest.endswith(b"data: [DONE]\n\n")

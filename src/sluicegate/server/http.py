@@ -57,7 +57,7 @@ class HttpConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
-        self.queue: deque[tuple[Request, bool]] = deque()  # (request, keep_alive)
+        self.queue: deque[tuple[Request, bool, bool]] = deque()  # (request, keep_alive, http/1.0)
         self.task: asyncio.Task[None] | None = None
         self.deadline = 0.0  # loop time after which the sweeper closes us; 0 = none
         self.closing = False  # finish the current response, then close
@@ -66,6 +66,7 @@ class HttpConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._started = False  # response status line sent
         self._chunked = False
+        self._http10 = False  # HTTP/1.0 client: no chunked encoding, a streamed body ends with the close
         self._keep_alive = True
         self._reset_message()
 
@@ -174,9 +175,10 @@ class HttpConnection(asyncio.Protocol):
             client=self.peer,
         )
         keep_alive = self.parser.should_keep_alive()
+        http10 = self.parser.get_http_version() == "1.0"
         self._reset_message()
         self.deadline = 0.0
-        self.queue.append((request, keep_alive))
+        self.queue.append((request, keep_alive, http10))
         if self.task is None:
             self._next()
         elif len(self.queue) >= _PIPELINE_DEPTH and self.transport and not self.reading_paused:
@@ -188,7 +190,7 @@ class HttpConnection(asyncio.Protocol):
     def _next(self) -> None:
         if not self.queue or self.transport is None:
             return
-        request, keep_alive = self.queue.popleft()
+        request, keep_alive, self._http10 = self.queue.popleft()
         self._keep_alive = keep_alive and not self.closing
         self._started = False
         self.task = self.loop.create_task(self._run(request))
@@ -246,22 +248,26 @@ class HttpConnection(asyncio.Protocol):
         self.transport.write(head)
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """Start a chunked response."""
+        """Start a streamed response: chunked, or until close for an HTTP/1.0 client."""
         self._started = True
-        self._chunked = True
         if self.transport is None:
             raise ConnectionResetError("client disconnected")
+        if self._http10:
+            self._keep_alive = False
+            self.transport.write(_head(status, headers, b"connection: close\r\n\r\n"))
+            return
+        self._chunked = True
         framing = b"transfer-encoding: chunked\r\n"
         if not self._keep_alive or self.closing:
             framing += b"connection: close\r\n"
         self.transport.write(_head(status, headers, framing + b"\r\n"))
 
     def write(self, data: bytes) -> None:
-        """Write one chunk of a started response (empty data writes nothing)."""
+        """Write one piece of a started response (empty data writes nothing)."""
         if self.transport is None:
             raise ConnectionResetError("client disconnected")
         if data:
-            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
 
     async def drain(self) -> None:
         """Wait while the client's socket buffer is full."""
@@ -275,8 +281,8 @@ class HttpConnection(asyncio.Protocol):
                 self._drain_waiter = None
 
     def end(self) -> None:
-        """Finish a started chunked response."""
-        if self.transport is not None:
+        """Finish a started response."""
+        if self.transport is not None and self._chunked:
             self.transport.write(b"0\r\n\r\n")
         self._chunked = False
 
