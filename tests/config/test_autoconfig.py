@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import sluicegate.config.compile as compile_module
-from sluicegate.config.autoconfig import SOURCE, _anthropic, autoconfig_documents, demo_documents
+from sluicegate.config.autoconfig import SOURCE, autoconfig_documents, demo_documents
 from sluicegate.config.compile import compile_resources, summarize
 from sluicegate.config.errors import ConfigError
 from sluicegate.config.runtime import DEFAULT_LISTENER_PORT, RuntimeConfig
@@ -106,19 +105,17 @@ def test_azure_wins_over_openai_and_openai_over_anthropic() -> None:
     assert backend.schema.name == "AzureOpenAI"
 
 
-def test_anthropic_alone_gives_a_note_until_the_schema_is_supported() -> None:
-    auto = autoconfig_documents({"ANTHROPIC_API_KEY": "c"})
-    assert auto is not None
-    assert auto.documents == []
-    assert "not supported yet" in auto.notes[0]
+def test_anthropic_alone() -> None:
+    config = compiled({"ANTHROPIC_API_KEY": "sk-ant"})
+    (backend,) = config.backends
+    assert (backend.name, backend.schema.name) == ("default/anthropic", "Anthropic")
+    assert backend.schema.prefix == "v1"
+    assert [(e.host, e.port, e.tls) for e in backend.endpoints] == [("api.anthropic.com", 443, True)]
+    assert (backend.credential.type, backend.credential.secret) == ("AnthropicAPIKey", "sk-ant")
+    assert "sk-ant" not in summarize(config)
 
 
-def test_anthropic_documents_compile_once_the_schema_is_supported(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError) as err:
-        compile_resources(_anthropic({"ANTHROPIC_API_KEY": "c"}), env={})
-    assert err.value.only_unsupported
-    assert [p.field for p in err.value.problems] == ["spec.schema.name"]
-    monkeypatch.setattr(compile_module, "SUPPORTED_SCHEMAS", compile_module.SUPPORTED_SCHEMAS | {"Anthropic"})
+def test_anthropic_base_url() -> None:
     auto = autoconfig_documents(
         {"ANTHROPIC_API_KEY": "c", "ANTHROPIC_BASE_URL": "https://proxy.example/anthropic"}
     )

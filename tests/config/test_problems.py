@@ -388,16 +388,18 @@ def test_syntax_error_carries_the_line(tmp_path: Path) -> None:
     ("text", "field", "what"),
     [
         (
-            service_backend("bedrock", f"schema: {{name: AWSBedrock}}\n{OPENAI_REF}"),
-            "spec.schema.name",
-            "schema AWSBedrock",
-        ),
-        (
             service_backend("aws", OPENAI_SPEC)
             + "\n---\n"
             + policy("aws", "aws", "type: AWSCredentials\nawsCredentials: {region: us-east-1}"),
+            "spec.awsCredentials",
+            "AWSCredentials without credentialsFile",
+        ),
+        (
+            service_backend("az", OPENAI_SPEC)
+            + "\n---\n"
+            + policy("az", "az", "type: AzureCredentials\nazureCredentials: {clientID: c, tenantID: t}"),
             "spec.type",
-            "BackendSecurityPolicy type AWSCredentials",
+            "BackendSecurityPolicy type AzureCredentials",
         ),
         (doc("aigateway.envoyproxy.io/v1beta1", "MCPRoute", "mcp", "spec: {}"), "kind", "MCPRoute"),
         (
@@ -416,7 +418,7 @@ def test_syntax_error_carries_the_line(tmp_path: Path) -> None:
             "a unix socket endpoint",
         ),
     ],
-    ids=["schema", "security type", "MCPRoute", "InferencePool", "unix socket"],
+    ids=["AWS default chain", "security type", "MCPRoute", "InferencePool", "unix socket"],
 )
 def test_valid_but_unsupported_is_a_not_supported_yet_problem(
     tmp_path: Path, text: str, field: str, what: str

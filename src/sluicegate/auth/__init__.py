@@ -18,10 +18,14 @@ class CredentialProvider(Protocol):
 def credential_provider(credential: Credential) -> CredentialProvider:
     """The provider for a compiled credential."""
     from sluicegate.auth.api_key import ApiKeyCredential
+    from sluicegate.auth.aws_sigv4 import AWSSigV4Credential
+    from sluicegate.auth.gcp import gcp_credential
 
     providers = {
         "APIKey": ApiKeyCredential,
         "AzureAPIKey": ApiKeyCredential,
         "AnthropicAPIKey": ApiKeyCredential,
+        "AWSCredentials": AWSSigV4Credential,
+        "GCPCredentials": gcp_credential,
     }
     return providers[credential.type](credential)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import sluicegate.config.compile as compile_module
 from sluicegate.config.errors import ConfigError, ConfigProblem
 from sluicegate.config.resources import SECURITY_TYPES
 from sluicegate.config.runtime import DEFAULT_LISTENER_PORT
@@ -216,7 +215,7 @@ def autoconfig_documents(env: Mapping[str, str]) -> AutoConfig | None:
     """Documents for the provider the environment names; None when no provider key is set.
 
     Raises ConfigError when a variable is missing or malformed (e.g. Azure without OPENAI_API_VERSION).
-    While the Anthropic schema is not supported, ANTHROPIC_API_KEY alone gives no documents and a note.
+    ANTHROPIC_API_KEY alone (with ANTHROPIC_BASE_URL if set) gives an Anthropic-schema backend.
     """
     has_openai = bool(env.get("OPENAI_API_KEY") or env.get("AZURE_OPENAI_API_KEY"))
     has_anthropic = bool(env.get("ANTHROPIC_API_KEY"))
@@ -229,16 +228,7 @@ def autoconfig_documents(env: Mapping[str, str]) -> AutoConfig | None:
         if has_anthropic:
             notes.append("ANTHROPIC_API_KEY is ignored because an OpenAI key is set (as in aigw run)")
         return AutoConfig([_gateway(DEFAULT_LISTENER_PORT), *_openai(env)], notes)
-    documents = _anthropic(env)
-    if "Anthropic" not in compile_module.SUPPORTED_SCHEMAS:
-        return AutoConfig(
-            [],
-            [
-                "ANTHROPIC_API_KEY is set, but the Anthropic schema is not supported yet; "
-                "set OPENAI_API_KEY (or write a config file) instead"
-            ],
-        )
-    return AutoConfig([_gateway(DEFAULT_LISTENER_PORT), *documents], notes)
+    return AutoConfig([_gateway(DEFAULT_LISTENER_PORT), *_anthropic(env)], notes)
 
 
 def demo_documents(

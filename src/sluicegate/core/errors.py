@@ -72,6 +72,12 @@ class GatewayError(Exception):
         )
         return orjson.dumps({"type": "error", "error": {"type": error_type, "message": self.message}})
 
+    def cohere_body(self) -> bytes:
+        """Cohere's v2 error body: {"message"}."""
+        return orjson.dumps({"message": self.message})
+
     def body(self, api: str) -> bytes:
-        """The error body in a client API's format: "openai" or "anthropic"."""
+        """The error body in a client API's format: "openai", "anthropic" or "cohere"."""
+        if api == "cohere":
+            return self.cohere_body()
         return self.anthropic_body() if api == "anthropic" else self.openai_body()

@@ -33,3 +33,24 @@ def find_dialect(method: str, path: str) -> Dialect | None:
         if dialect.matches(method, path):
             return dialect
     return None
+
+
+from sluicegate.testing import fake_cohere  # noqa: E402  (the dialect modules import Dialect from here)
+
+DIALECTS.append(fake_cohere.DIALECT)
+
+from sluicegate.testing import fake_anthropic  # noqa: E402
+
+DIALECTS.append(fake_anthropic.DIALECT)
+
+from sluicegate.testing import fake_openai_scenarios  # noqa: E402
+
+DIALECTS.append(fake_openai_scenarios.DIALECT)
+
+from sluicegate.testing import fake_bedrock  # noqa: E402
+
+DIALECTS.append(fake_bedrock.DIALECT)
+
+from sluicegate.testing import fake_gemini  # noqa: E402
+
+DIALECTS += [fake_gemini.DIALECT, fake_gemini.CLAUDE_DIALECT]
