@@ -64,6 +64,25 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds in-flight requests get to finish on SIGTERM (default 30)",
     )
+    run.add_argument(
+        "--redis-url",
+        default=None,
+        metavar="URL",
+        help="Redis for Global rate limits shared by workers and replicas, e.g. redis://host:6379/0 "
+        "(default: the Gateway annotation sluicegate.io/redis-url, else counters in memory)",
+    )
+    run.add_argument(
+        "--ratelimit-failure-mode",
+        choices=["open", "closed"],
+        default=None,
+        help="when Redis is unreachable: open serves requests unchecked (default), closed answers 503",
+    )
+    run.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=0.5,
+        help="seconds a rate-limit call to Redis may take before the failure mode applies (default 0.5)",
+    )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
     check = commands.add_parser("check", help="validate config files and print a summary")
@@ -124,6 +143,9 @@ def _run(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
         ),
         grace=args.shutdown_grace,
+        redis_url=args.redis_url,
+        ratelimit_fail_closed={"open": False, "closed": True}.get(args.ratelimit_failure_mode),
+        redis_timeout=args.redis_timeout,
     )
     try:
         return run(options)

@@ -13,6 +13,9 @@ from sluicegate.config import resources as r
 from sluicegate.config.errors import ConfigError, ConfigProblem
 from sluicegate.config.fields import Meta, ObjectRef, Sink, parse_rfc3339
 from sluicegate.config.load import RawDocument, read_documents
+from sluicegate.config.ratelimit_specs import QuotaPolicy
+from sluicegate.config.ratelimits import compile_limits
+from sluicegate.config.ratelimits import describe as describe_limits
 from sluicegate.config.routes import AIGatewayRoute, BodyMutationSpec, HeaderMutationSpec
 from sluicegate.config.runtime import (
     DEFAULT_LISTENER_PORT,
@@ -32,8 +35,9 @@ from sluicegate.config.runtime import (
     Schema,
 )
 
-SUPPORTED_SCHEMAS = {"OpenAI", "AzureOpenAI"}
-SUPPORTED_SECURITY_TYPES = {"APIKey", "AzureAPIKey", "AnthropicAPIKey"}
+SUPPORTED_SCHEMAS = {"OpenAI", "AzureOpenAI", "Cohere", "Anthropic", "AWSBedrock", "AWSAnthropic"}
+SUPPORTED_SCHEMAS |= {"GCPVertexAI", "GCPAnthropic"}
+SUPPORTED_SECURITY_TYPES = {"APIKey", "AzureAPIKey", "AnthropicAPIKey", "AWSCredentials", "GCPCredentials"}
 MODEL_HEADER = "x-ai-eg-model"
 API_KEY_IN_SECRET = "apiKey"  # the Secret key Envoy AI Gateway reads for all three API-key types
 CREDENTIALS_FILE_KEYS = {  # the Secret key Envoy AI Gateway reads for each credentials file
@@ -326,8 +330,6 @@ class _Compiler:
         out = []
         for route in self.of(AIGatewayRoute):
             sink, meta = self.sink(route.meta), route.meta
-            if route.has_costs:
-                self.warn(meta, "spec.llmRequestCosts", "accepted, not enforced yet")
             created_default = 0
             if meta.creation_timestamp:
                 try:
@@ -411,8 +413,18 @@ class _Compiler:
                 f"only the first listener (port {ports[0][1]}) is "
                 f"used; {len(ports) - 1} more listener(s) are ignored",
             )
+        limits = compile_limits(
+            self.sink,
+            self.of(AIGatewayRoute),
+            gateways,
+            self.of(r.RawPolicy),
+            self.of(QuotaPolicy),
+            {b.name: b for b, _ in backends.values()},
+        )
         policies = []
         for res in self.of(r.RawPolicy):
+            if (res.meta.kind, res.meta.ref) in limits.enforced:
+                continue
             targets = tuple(f"{t.kind} {t.name}" for t in res.target_refs)
             policies.append(AcceptedPolicy(res.meta.kind, res.meta.ref, res.meta.file, targets, res.spec))
         if self.problems:
@@ -426,6 +438,8 @@ class _Compiler:
             sources=tuple(dict.fromkeys(sources)),
             policies=tuple(policies),
             warnings=tuple(self.warnings),
+            costs=limits.costs,
+            rate_limits=limits.limits,
         )
 
 
@@ -506,6 +520,7 @@ def summarize(config: RuntimeConfig) -> str:
             "models: "
             + ", ".join(m.id + (f" [{', '.join(m.hostnames)}]" if m.hostnames else "") for m in config.models)
         )
+    lines += describe_limits(config.costs, config.rate_limits)
     if config.policies:
         lines.append("accepted, not enforced yet:")
         lines += [f"  {p.kind} {p.name} ({p.file})" for p in config.policies]

@@ -11,6 +11,7 @@ from typing import Any
 from sluicegate.config.errors import ConfigProblem
 from sluicegate.config.fields import Fields, Meta, ObjectRef, Sink, read_ref, read_refs
 from sluicegate.config.load import RawDocument, resource_label
+from sluicegate.config.ratelimit_specs import QuotaPolicy, parse_quota_policy
 from sluicegate.config.routes import (
     AIGatewayRoute,
     BodyMutationSpec,
@@ -151,6 +152,7 @@ Resource = (
     | Gateway
     | SecretData
     | RawPolicy
+    | QuotaPolicy
     | Ignored
 )
 
@@ -338,6 +340,7 @@ SUPPORTED: dict[tuple[str, str], tuple[frozenset[str], _Parser | None]] = {
     (AIGW, "AIServiceBackend"): (frozenset({"v1beta1", "v1alpha1"}), parse_service_backend),
     (AIGW, "BackendSecurityPolicy"): (frozenset({"v1beta1", "v1alpha1"}), parse_security_policy),
     (AIGW, "GatewayConfig"): (frozenset({"v1beta1", "v1alpha1"}), parse_gateway_config),
+    (AIGW, "QuotaPolicy"): (frozenset({"v1alpha1"}), parse_quota_policy),
     (EG, "Backend"): (frozenset({"v1alpha1"}), parse_backend),
     (EG, "BackendTrafficPolicy"): (frozenset({"v1alpha1"}), parse_traffic_policy),
     (GWAPI, "Gateway"): (frozenset({"v1", "v1beta1"}), parse_gateway),
@@ -345,7 +348,7 @@ SUPPORTED: dict[tuple[str, str], tuple[frozenset[str], _Parser | None]] = {
     (CORE, "Secret"): (frozenset({"v1"}), None),
     (CORE, "ConfigMap"): (frozenset({"v1"}), None),
 }
-UNSUPPORTED_KINDS = {(AIGW, "MCPRoute"), (AIGW, "QuotaPolicy")}
+UNSUPPORTED_KINDS = {(AIGW, "MCPRoute")}
 # Kinds that only mean something inside Kubernetes: accepted in any version and listed as ignored.
 IGNORED_KINDS: dict[str, frozenset[str] | None] = {  # group -> kinds (None: every kind of the group)
     CORE: frozenset(

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from sluicegate.config.fields import Fields, Meta, parse_duration, parse_rfc3339, read_refs
+from sluicegate.config.ratelimit_specs import CostSpec, parse_costs
 
 COST_TYPES = (
     "OutputToken",
@@ -86,6 +87,7 @@ class AIGatewayRoute:
     hostnames: tuple[str, ...]
     rules: tuple[RouteRule, ...]
     has_costs: bool
+    costs: tuple[CostSpec, ...] = ()  # spec.llmRequestCosts, compiled
 
 
 def header_mutation(f: Fields | None) -> HeaderMutationSpec | None:
@@ -210,18 +212,6 @@ def _rule(f: Fields) -> RouteRule:
     return rule
 
 
-def _costs(f: Fields) -> bool:
-    """Validate spec.llmRequestCosts (accepted, not enforced yet); whether any is given."""
-    costs = f.mappings("llmRequestCosts")
-    for cost in costs:
-        cost.text("metadataKey", required=True)
-        kind = cost.text("type", choices=COST_TYPES)
-        if cost.text("cel") is None and kind == "CEL":
-            cost.sink.add(cost.at("cel"), "is required when type is CEL")
-        cost.done()
-    return bool(costs)
-
-
 def parse_route(meta: Meta, spec: Fields) -> AIGatewayRoute:
     """AIGatewayRoute spec."""
     read_refs(spec, "parentRefs", "sectionName", "port")
@@ -233,7 +223,8 @@ def parse_route(meta: Meta, spec: Fields) -> AIGatewayRoute:
             spec.sink.add(f"{rule.path}.name", 'rule name "route-not-found" is reserved')
         elif rule.name and names.count(rule.name) > 1:
             spec.sink.add(f"{rule.path}.name", f'rule name "{rule.name}" is used more than once')
-    route = AIGatewayRoute(meta, hostnames, rules, _costs(spec))
+    costs = parse_costs(spec, "llmRequestCosts")
+    route = AIGatewayRoute(meta, hostnames, rules, bool(costs), costs)
     spec.done(
         {
             "schema": "removed in Envoy AI Gateway v0.4: delete it",

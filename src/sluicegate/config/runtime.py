@@ -6,9 +6,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluicegate.ratelimit.costs import CostTable
+from sluicegate.ratelimit.model import RateLimitConfig
+
 DEFAULT_LISTENER_PORT = 1975
 DEFAULT_REQUEST_TIMEOUT = 60.0
 DEFAULT_MODELS_OWNED_BY = "Envoy AI Gateway"
+NO_COSTS = CostTable({})
+NO_LIMITS = RateLimitConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +176,5 @@ class RuntimeConfig:
     sources: tuple[str, ...] = ()  # files the config was read from
     policies: tuple[AcceptedPolicy, ...] = ()  # accepted, not enforced yet
     warnings: tuple[str, ...] = ()  # things that load but deserve a look (ignored or not-enforced fields)
+    costs: CostTable = NO_COSTS  # llmRequestCosts per route, globalLLMRequestCosts merged in
+    rate_limits: RateLimitConfig = NO_LIMITS  # BackendTrafficPolicy rateLimit rules and QuotaPolicy buckets

@@ -67,3 +67,5 @@ class RequestContext:
     error: str = ""  # what went wrong, for logs; never a secret
     costs: dict[str, int] = field(default_factory=dict)  # llmRequestCosts metadataKey -> cost of this request
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # filters add these to answers
+    force_usage: bool = False  # costs need usage: ask the backend for stream usage, hide it from the client
+    limit_state: Any = None  # what the rate-limit filter admitted, to charge on completion

@@ -7,11 +7,21 @@ import logging
 from sluicegate.config.runtime import RuntimeConfig
 from sluicegate.core.context import ClientWriter, Request, RequestContext
 from sluicegate.core.errors import GatewayError
-from sluicegate.endpoints import chat_completions, completions, embeddings
+from sluicegate.endpoints import (
+    anthropic_count_tokens,
+    anthropic_messages,
+    chat_completions,
+    cohere_rerank,
+    completions,
+    embeddings,
+)
 from sluicegate.endpoints.models import list_models
 from sluicegate.endpoints.proxy import EndpointSpec, proxy
-from sluicegate.filters.chain import FilterChain
+from sluicegate.filters.chain import Filter, FilterChain
+from sluicegate.filters.costs import Costs
+from sluicegate.filters.rate_limit import RateLimit
 from sluicegate.filters.route_match import RouteMatch
+from sluicegate.ratelimit.stores import Stores, open_stores
 from sluicegate.upstream.forward import Forwarder
 from sluicegate.upstream.pool import Pools
 
@@ -19,21 +29,28 @@ log = logging.getLogger("sluicegate.gateway")
 
 JSON = [(b"content-type", b"application/json")]
 LLM_ENDPOINTS: dict[str, EndpointSpec] = {
-    spec.path: spec for spec in (chat_completions.SPEC, completions.SPEC, embeddings.SPEC)
+    spec.path: spec for spec in (chat_completions.SPEC, completions.SPEC, embeddings.SPEC, cohere_rerank.SPEC)
 }
+LLM_ENDPOINTS.update({spec.path: spec for spec in (*anthropic_messages.SPECS, *anthropic_count_tokens.SPECS)})
 
 
 class Gateway:
     """Holds the current config and what is built from it; `handle` answers one request."""
 
-    def __init__(self, config: RuntimeConfig, pools: Pools) -> None:
+    def __init__(self, config: RuntimeConfig, pools: Pools, stores: Stores | None = None) -> None:
         self.pools = pools
+        self.stores = stores if stores is not None else open_stores(None)  # kept across reloads
         self.use(config)
 
     def use(self, config: RuntimeConfig) -> None:
         """Switch to a new config; requests in flight finish on the one they started with."""
         self.config = config
-        self.chain = FilterChain([RouteMatch(config)])
+        filters: list[Filter] = [RouteMatch(config)]
+        if config.rate_limits.rules:
+            filters.append(RateLimit(config, self.stores))
+        if config.rate_limits.rules or config.costs.by_route or config.costs.global_costs:
+            filters.append(Costs(config))  # after RateLimit: its on_complete runs first, on the way back
+        self.chain = FilterChain(filters)
         self.forwarder = Forwarder(config, self.pools)
 
     async def handle(self, request: Request, client: ClientWriter) -> None:
@@ -43,7 +60,7 @@ class Gateway:
             self._serve_other(request, client)
             return
         if request.method != "POST":
-            _method_not_allowed(request, client, "POST")
+            _method_not_allowed(request, client, "POST", spec.api)
             return
         ctx = RequestContext(request, spec.operation)
         chain = self.chain
@@ -74,6 +91,6 @@ class Gateway:
         return JSON, GatewayError(status, message, code=code).body(spec.api if spec else "openai")
 
 
-def _method_not_allowed(request: Request, client: ClientWriter, allowed: str) -> None:
+def _method_not_allowed(request: Request, client: ClientWriter, allowed: str, api: str = "openai") -> None:
     message = f"Method {request.method} is not allowed on {request.path}; use {allowed}."
-    client.send(405, [*JSON, (b"allow", allowed.encode())], GatewayError(405, message).openai_body())
+    client.send(405, [*JSON, (b"allow", allowed.encode())], GatewayError(405, message).body(api))

@@ -16,6 +16,7 @@ from sluicegate.config.autoconfig import autoconfig_documents, demo_documents
 from sluicegate.config.compile import compile_resources, load_config
 from sluicegate.config.runtime import DEFAULT_LISTENER_PORT, RuntimeConfig
 from sluicegate.endpoints.gateway import Gateway
+from sluicegate.ratelimit.stores import open_stores
 from sluicegate.server.admin import Admin
 from sluicegate.server.http import HttpServer, ServerLimits
 from sluicegate.upstream.pool import DnsCache, Pools
@@ -25,7 +26,8 @@ log = logging.getLogger("sluicegate")
 DEMO_HINT = (
     "No config and no provider keys: serving an OFFLINE DEMO through the built-in fake provider "
     "(models: {models}). For real providers set OPENAI_API_KEY (or AZURE_OPENAI_API_KEY + "
-    "AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION), or pass -c config.yaml; see docs/configuration.md."
+    "AZURE_OPENAI_ENDPOINT + OPENAI_API_VERSION, or ANTHROPIC_API_KEY), or pass -c config.yaml; "
+    "see docs/configuration.md."
 )
 
 
@@ -41,6 +43,9 @@ class RunOptions:
     workers: int = 1
     limits: ServerLimits = field(default_factory=ServerLimits)
     grace: float = 30.0  # seconds in-flight requests get on SIGTERM
+    redis_url: str | None = None  # rate-limit store shared by workers and replicas (else the config's)
+    ratelimit_fail_closed: bool | None = None  # Redis unreachable: refuse (503) instead of serving
+    redis_timeout: float = 0.5  # seconds a rate-limit call to Redis may take
 
 
 def load_startup_config(
@@ -60,6 +65,21 @@ def run(options: RunOptions) -> int:
     config, notes = load_startup_config(options, os.environ)  # ConfigError surfaces before any fork
     for note in notes:
         log.warning("%s", note)
+    limits = config.rate_limits if config is not None else None
+    if limits is not None:
+        options.redis_url = options.redis_url or limits.redis_url
+        if options.ratelimit_fail_closed is None:
+            options.ratelimit_fail_closed = limits.fail_closed
+        if options.workers > 1 and limits.has_global and not options.redis_url:
+            print(
+                f"sluicegate: the config has Global rate limits, which every worker must share, but no Redis "
+                f"is configured; with --workers {options.workers} each worker would allow the whole limit. "
+                "Pass --redis-url redis://host:6379 (or annotate the Gateway with sluicegate.io/redis-url), "
+                "or run one worker. Not starting.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
     if options.workers <= 1:
         return uvloop.run(_serve(options, config, worker=0))
     children = []
@@ -104,7 +124,8 @@ async def _serve(options: RunOptions, config: RuntimeConfig | None, worker: int)
     dns = DnsCache()
     await dns.resolve_all([e for b in config.backends for e in b.endpoints])
     pools = Pools(dns)
-    gateway = Gateway(config, pools)
+    stores = open_stores(options.redis_url, bool(options.ratelimit_fail_closed), options.redis_timeout)
+    gateway = Gateway(config, pools, stores)
     server = HttpServer(gateway.handle, gateway.render_error, options.limits)
     admin = Admin()
     admin_server = HttpServer(admin.handle, admin.render_error, ServerLimits(max_body_bytes=1024))
@@ -134,6 +155,7 @@ async def _serve(options: RunOptions, config: RuntimeConfig | None, worker: int)
     await server.shutdown(options.grace)
     await admin_server.shutdown(0)
     pools.close()
+    await stores.close()
     if fake is not None:
         await fake.stop()
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from sluicegate.config.runtime import BackendRef
@@ -24,6 +26,7 @@ class OpenAIToOpenAI:
         self.response_model = ""
         self._events: SSEEvents | None = None
         self._parts: list[bytes] = []
+        self._strip = _UsageStripper() if ctx.force_usage and ctx.stream else None
 
     def target(self, ctx: RequestContext) -> str:
         """`/{prefix}/{operation path}`."""
@@ -34,6 +37,10 @@ class OpenAIToOpenAI:
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """Forward the client's JSON, re-serialized only when something changed."""
         body = mutated_body(ctx, self.ref)
+        if self._strip is not None:  # costs need usage the client did not ask for: ask for it
+            body = dict(ctx.body or {}) if body is None else body
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         raw = ctx.request.body if body is None else dumps(body)
         return UpstreamRequest("POST", self.target(ctx), [("content-type", "application/json")], raw)
 
@@ -53,6 +60,8 @@ class OpenAIToOpenAI:
                     continue
                 if not self.response_model or b'"usage"' in payload:
                     usage = self._read_event(payload) or usage
+            if self._strip is not None:
+                chunk = self._strip.feed(chunk, end)
             return chunk, usage
         self._parts.append(chunk)
         if not end:
@@ -89,3 +98,38 @@ class OpenAIToOpenAI:
             text = body.decode("utf-8", "replace").strip()[:1000] or f"upstream returned status {status}"
             error_type = "server_error" if status >= 500 else "invalid_request_error"
             return dumps({"error": {"message": text, "type": error_type, "param": None, "code": None}})
+
+
+_USAGE_EVENT = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,')
+
+
+class _UsageStripper:
+    """Hides the stream usage the gateway asked for: the final usage event and the `"usage":null` fields.
+
+    Works on bytes, one whole event at a time (a partial event waits for its end); nothing is re-serialized.
+    """
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, chunk: bytes, end: bool) -> bytes:
+        """The client's bytes for the events this chunk completes."""
+        data = self._tail + chunk if self._tail else chunk
+        separator = b"\r\n\r\n" if b"\r\n\r\n" in data else b"\n\n"
+        cut = len(data) if end else data.rfind(separator) + len(separator)
+        if not end and cut < len(separator):
+            self._tail = data
+            return b""
+        self._tail, data = data[cut:], data[:cut]
+        if b'"usage"' not in data:
+            return data
+        kept = []
+        for event in data.split(separator):
+            if b'"usage"' in event:
+                if _USAGE_EVENT.search(event) and _USAGE_OBJECT.search(event):
+                    continue
+                event = _USAGE_NULL.sub(b"", event)
+            kept.append(event)
+        return separator.join(kept)

@@ -83,7 +83,8 @@ class Forwarder:
     ) -> None:
         """Answer the client from a backend chosen for ctx.rule."""
         assert ctx.rule is not None
-        ref = ctx.backend_ref = choose_backend(ctx.rule)
+        # a filter may have chosen already (quotas are per backend, so the rate-limit check picks it)
+        ref = ctx.backend_ref = ctx.backend_ref or choose_backend(ctx.rule)
         backend = ref.backend
         factory = translators.get(backend.schema.name)
         if factory is None:

@@ -1,0 +1,281 @@
+"""Benchmark Sluicegate against a direct call to the same upstream (and, with --litellm, against LiteLLM).
+
+    python bench/run.py [--duration 10] [--connections 50] [--scenarios json,stream,json1] [--litellm]
+
+Upstream: nginx serving fixed answers (else the built-in fake provider). Load: wrk with bench/post.lua
+(else bench/loadgen.py). Upstream and load generator share the first CPU, the gateway gets the second
+(`taskset`), so the gateway's numbers are one core's worth. See bench/README.md and docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fixtures
+from measure import calibrate, measure
+from procs import Procs, port_open
+from report import COLUMNS, machine, markdown_table, print_summary, row_cells, summarize, versions
+from stack import (
+    BENCH,
+    LITELLM_BIN,
+    Bench,
+    Scenario,
+    Target,
+    direct_target,
+    prepare_files,
+    scenarios_for,
+    smoke_check,
+    start_litellm,
+    start_sluicegate,
+    start_upstream,
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run (default 2)")
+    p.add_argument("--connections", type=int, default=50, help="connections for json and stream (default 50)")
+    p.add_argument("--scenarios", default="json,stream,json1", help="comma-separated: json, stream, json1")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="repeat everything, restarting the proxies (default 1)"
+    )
+    p.add_argument("--litellm", action="store_true", help=f"also measure LiteLLM from {LITELLM_BIN}")
+    p.add_argument("--no-direct", action="store_true", help="skip the direct runs")
+    p.add_argument("--no-gateway", action="store_true", help="skip the Sluicegate runs")
+    p.add_argument(
+        "--direct-own-core",
+        action="store_true",
+        help="also run direct with the upstream moved to the gateway's CPU (what crossing CPUs costs)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="Sluicegate worker processes (default 1)")
+    p.add_argument("--upstream", choices=["auto", "nginx", "fake"], default="auto")
+    p.add_argument("--loadgen", choices=["auto", "wrk", "bundled"], default="auto")
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument(
+        "--max-foreign",
+        type=float,
+        default=10.0,
+        help="repeat a run once if other processes used more than this %% of a CPU (default 10)",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=20.0,
+        help="before each run, wait up to this many seconds for other processes to calm down (default 20)",
+    )
+    p.add_argument("--py-spy", metavar="DIR", help="record py-spy raw profiles of Sluicegate runs into DIR")
+    p.add_argument(
+        "--results", metavar="PATH", help="JSON lines file (default bench/results/<timestamp>.jsonl)"
+    )
+    p.add_argument("--keep-workdir", action="store_true", help="keep the temporary dir (configs, logs)")
+    return p.parse_args(argv)
+
+
+def choose_layout(args: argparse.Namespace) -> tuple[bool, str | None, str | None]:
+    """Pin when taskset exists and at least 2 CPUs are usable: load on the first, gateway on the second."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.no_pin or shutil.which("taskset") is None or len(cpus) < 2:
+        return False, None, None
+    return True, str(cpus[0]), str(cpus[1])
+
+
+def pick(kind: str, tool: str, fallback: str) -> str:
+    """The tool when asked for or installed, else the fallback."""
+    if kind == "auto":
+        return tool if shutil.which(tool) else fallback
+    if kind == tool and shutil.which(tool) is None:
+        raise SystemExit(f"{tool} is not installed")
+    return kind
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the whole benchmark and print the tables."""
+    args = parse_args(argv)
+    scenarios = scenarios_for(args)
+    if args.litellm and not LITELLM_BIN.exists():
+        raise SystemExit(
+            f"--litellm: {LITELLM_BIN} not found; create it with\n  python -m venv "
+            f"bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]'"
+        )
+    if args.py_spy and shutil.which("py-spy") is None:
+        raise SystemExit("--py-spy: py-spy is not installed (pip install py-spy)")
+    pin, cpu_load, cpu_gateway = choose_layout(args)
+    workdir = Path(tempfile.mkdtemp(prefix="sluicegate-bench-"))
+    workdir.chmod(0o755)  # nginx workers run as nobody and must read the SSE file
+    upstream, loadgen = pick(args.upstream, "nginx", "fake"), pick(args.loadgen, "wrk", "bundled")
+    bench = Bench(args, workdir, Procs(workdir), upstream, loadgen, pin, cpu_load, cpu_gateway)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    bench.results_file = Path(args.results) if args.results else BENCH / "results" / f"{stamp}.jsonl"
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    ok = keep = False
+    try:
+        if pin:
+            os.sched_setaffinity(0, {int(cpu_load or 0)})  # keep this harness off the gateway's CPU
+        run_all(bench, scenarios, stamp)
+        ok = True
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping everything", file=sys.stderr)
+    except RuntimeError as exc:
+        keep = True
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+    finally:
+        started = [p.pid for p in bench.procs.started]
+        bench.procs.stop_all()
+        if started:
+            print(f"stopped {len(started)} process(es) by PID: {started}", file=sys.stderr)
+        still_open = [port for port in bench.ports if port_open(port)]
+        if still_open:
+            print(f"WARNING: something still listens on port(s) {still_open}", file=sys.stderr)
+        if not (keep or args.keep_workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"work dir kept: {workdir}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def run_all(bench: Bench, scenarios: list[Scenario], stamp: str) -> None:
+    """Start the upstream, then per round: direct, Sluicegate, LiteLLM, each over all scenarios."""
+    args = bench.args
+    prepare_files(bench)
+    start_upstream(bench)
+    meta = {
+        "kind": "meta",
+        "timestamp": stamp,
+        "command": shlex.join(["python", "bench/run.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "versions": versions(bench),
+        "upstream": bench.upstream_kind,
+        "loadgen": bench.loadgen_kind,
+        "pinned": bench.pin,
+        "cpu_load": bench.cpu_load,
+        "cpu_gateway": bench.cpu_gateway,
+        "workers": args.workers,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "request_bytes": len(fixtures.request_body(False)),
+        "completion_bytes": len(fixtures.completion_body()),
+        "sse_bytes": len(fixtures.sse_body()),
+    }
+    bench.results_file.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(bench, meta)
+    layout = (
+        f"upstream + load generator on cpu{bench.cpu_load}, proxy on cpu{bench.cpu_gateway}"
+        if bench.pin
+        else "not pinned"
+    )
+    print(
+        f"upstream: {bench.upstream_kind}; load generator: {bench.loadgen_kind}; {layout}; "
+        f"{args.duration}s runs after {args.warmup}s warm-up",
+        flush=True,
+    )
+    print(f"versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items() if v)}", flush=True)
+    if bench.loadgen_kind == "bundled":
+        print("note: bench/loadgen.py is Python; where its CPU % nears 100 it, not the target, is the limit.")
+    if bench.upstream_kind == "fake":
+        print("note: the fake provider is Python (aiohttp); it can be the limit of the gateway rows.")
+    for scenario in scenarios:
+        print(f"  {scenario.name}: {scenario.meaning} ({scenario.connections} connections)")
+    print(flush=True)
+    print("| " + " | ".join(COLUMNS) + " |", flush=True)
+    cpus = sorted(os.sched_getaffinity(0) | ({int(bench.cpu_gateway)} if bench.cpu_gateway else set()))
+    for round_no in range(1, args.rounds + 1):
+        calibration = calibrate(cpus)
+        print(f"(round {round_no}: calibration loop {calibration} ms)", flush=True)
+        if not args.no_direct:
+            run_target(bench, direct_target(bench), scenarios, round_no, calibration)
+        if args.direct_own_core and bench.pin:
+            run_direct_own_core(bench, scenarios, round_no, calibration)
+        if not args.no_gateway:
+            run_started(bench, start_sluicegate, scenarios, round_no, calibration)
+        if args.litellm:
+            run_started(bench, start_litellm, scenarios, round_no, calibration)
+    print("\nAll runs:\n")
+    print(markdown_table(COLUMNS, [row_cells(r) for r in bench.rows]))
+    comparable = (
+        bench.pin and args.workers == 1 and bench.upstream_kind == "nginx" and bench.loadgen_kind == "wrk"
+    ) and not args.py_spy
+    summary = summarize(bench.rows, scenarios, comparable)
+    write_jsonl(bench, summary)
+    print_summary(summary, bench)
+    print(f"\nresults: {bench.results_file}")
+
+
+def run_started(
+    bench: Bench,
+    start: Callable[[Bench], Target],
+    scenarios: list[Scenario],
+    round_no: int,
+    calibration: dict,
+) -> None:
+    """Start a proxy, run every scenario against it, stop it."""
+    target = start(bench)
+    try:
+        run_target(bench, target, scenarios, round_no, calibration)
+    finally:
+        bench.procs.stop(target.proc, grace=10)
+
+
+def run_direct_own_core(bench: Bench, scenarios: list[Scenario], round_no: int, calibration: dict) -> None:
+    """The direct runs again with the upstream moved to the gateway's CPU: the cost of crossing CPUs."""
+    assert bench.upstream is not None and bench.cpu_load is not None and bench.cpu_gateway is not None
+    tree = bench.upstream.tree()
+    for pid in tree:
+        os.sched_setaffinity(pid, {int(bench.cpu_gateway)})
+    try:
+        target = direct_target(bench)
+        target.name = "direct-own-core"
+        run_target(bench, target, scenarios, round_no, calibration)
+    finally:
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(pid, {int(bench.cpu_load)})
+
+
+def run_target(
+    bench: Bench, target: Target, scenarios: list[Scenario], round_no: int, calibration: dict
+) -> None:
+    """Check the answers, then measure each scenario."""
+    smoke_check(bench, target, scenarios)
+    for scenario in scenarios:
+        row = measure(bench, target, scenario, round_no, calibration)
+        bench.rows.append(row)
+        write_jsonl(bench, row)
+        print("| " + " | ".join(row_cells(row)) + " |", flush=True)
+        if row["non2xx"] or row["socket_errors"]:
+            print(
+                f"  WARNING: {row['non2xx']} non-2xx responses and {row['socket_errors']} socket errors "
+                f"({target.name}, {scenario.name}): these figures are not valid",
+                flush=True,
+            )
+        if not target.proc.alive():
+            raise RuntimeError(f"{target.name} died during {scenario.name}:\n{target.proc.tail()}")
+
+
+def write_jsonl(bench: Bench, record: dict) -> None:
+    """Append one record to the results file."""
+    assert bench.results_file is not None
+    with open(bench.results_file, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
