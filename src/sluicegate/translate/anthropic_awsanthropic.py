@@ -19,7 +19,7 @@ from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import claude
 from sluicegate.translate import converse as cv
-from sluicegate.translate.base import UpstreamRequest, dumps
+from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
 from sluicegate.translate.eventstream import EventStreamDecoder
 
 DEFAULT_ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -89,12 +89,7 @@ class AnthropicToAWSAnthropic:
             if not end:
                 return b"", None
             body = b"".join(self._parts)
-            try:
-                message = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                raise GatewayError(502, "AWS Bedrock answered with a body that is not JSON.") from None
-            if not isinstance(message, dict):
-                raise GatewayError(502, "AWS Bedrock answered with JSON that is not an object.")
+            message = upstream_json_object(body, "AWS Bedrock")
             self.response_model = message.get("model") or self.response_model
             usage = message.get("usage")
             return self.render_unary(message, body), claude.claude_usage(

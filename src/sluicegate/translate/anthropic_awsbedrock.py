@@ -12,7 +12,7 @@ from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import converse as cv
-from sluicegate.translate.base import UpstreamRequest, dumps
+from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
 from sluicegate.translate.eventstream import EventStreamDecoder
 
 _EVENT_STREAM = b"application/vnd.amazon.eventstream"
@@ -260,11 +260,7 @@ class AnthropicToAWSBedrock:
             self._parts.append(chunk)
             if not end:
                 return b"", None
-            body = b"".join(self._parts)
-            try:
-                response = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                raise GatewayError(502, "AWS Bedrock answered with a body that is not JSON.") from None
+            response = upstream_json_object(b"".join(self._parts), "AWS Bedrock")
             return self.render_unary(response), cv.converse_usage(response.get("usage"))
         events = self._events
         if events is None:

@@ -12,7 +12,7 @@ from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import gemini as g
-from sluicegate.translate.base import UpstreamRequest, dumps
+from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
 from sluicegate.translate.claude_openai import ClaudeEvents, claude_usage_of
 from sluicegate.translate.sse import SSEEvents
 
@@ -56,12 +56,7 @@ class AnthropicToGCPVertexAI:
         self._parts.append(chunk)
         if not end:
             return b"", None
-        try:
-            response = orjson.loads(b"".join(self._parts))
-        except orjson.JSONDecodeError:
-            raise GatewayError(502, "The Vertex AI backend answered with a body that is not JSON.") from None
-        if not isinstance(response, dict):
-            raise GatewayError(502, "The Vertex AI backend answered with JSON that is not an object.")
+        response = upstream_json_object(b"".join(self._parts), "The Vertex AI backend")
         message, usage = to_claude(response, self.model)
         self.response_model = message["model"]
         return dumps(message), usage
@@ -96,11 +91,8 @@ class AnthropicCountTokensToGCPVertexAI:
         self._parts.append(chunk)
         if not end:
             return b"", None
-        try:
-            counted = orjson.loads(b"".join(self._parts))
-        except orjson.JSONDecodeError:
-            raise GatewayError(502, "The Vertex AI backend answered with a body that is not JSON.") from None
-        total = counted.get("totalTokens") if isinstance(counted, dict) else None
+        counted = upstream_json_object(b"".join(self._parts), "The Vertex AI backend")
+        total = counted.get("totalTokens")
         return dumps({"input_tokens": total if isinstance(total, int) else 0}), None
 
     def error(self, status: int, body: bytes) -> bytes:

@@ -9,6 +9,7 @@ import orjson
 
 from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
+from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 
 
@@ -53,6 +54,17 @@ def mutated_body(ctx: RequestContext, ref: BackendRef) -> dict[str, Any] | None:
     for name, value in mutation.set:
         body[name] = value
     return body
+
+
+def upstream_json_object(raw: bytes, provider: str) -> dict[str, Any]:
+    """A backend's JSON object response, or a 502 naming the provider when it is not one."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise GatewayError(502, f"{provider} answered with a body that is not JSON.") from None
+    if not isinstance(value, dict):
+        raise GatewayError(502, f"{provider} answered with JSON that is not an object.")
+    return value
 
 
 def dumps(value: Any) -> bytes:

@@ -11,14 +11,12 @@ import base64
 import struct
 from typing import Any
 
-import orjson
-
 from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import converse as cv
-from sluicegate.translate.base import UpstreamRequest, dumps
+from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
 
 
 def titan_input(body: dict[str, Any]) -> str:
@@ -71,11 +69,8 @@ class EmbeddingsToAWSBedrock:
         self._parts.append(chunk)
         if not end:
             return b"", None
-        try:
-            titan = orjson.loads(b"".join(self._parts))
-        except orjson.JSONDecodeError:
-            raise GatewayError(502, "AWS Bedrock answered with a body that is not JSON.") from None
-        vector = titan.get("embedding") if isinstance(titan, dict) else None
+        titan = upstream_json_object(b"".join(self._parts), "AWS Bedrock")
+        vector = titan.get("embedding")
         if not isinstance(vector, list):
             raise GatewayError(502, "AWS Bedrock answered without an embedding.")
         embedding: Any = vector

@@ -6,14 +6,12 @@ import base64
 import struct
 from typing import Any
 
-import orjson
-
 from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import gemini as g
-from sluicegate.translate.base import UpstreamRequest, dumps
+from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
 
 
 class EmbeddingsToGCPVertexAI:
@@ -41,10 +39,7 @@ class EmbeddingsToGCPVertexAI:
         self._parts.append(chunk)
         if not end:
             return b"", None
-        try:
-            response = orjson.loads(b"".join(self._parts))
-        except orjson.JSONDecodeError:
-            raise GatewayError(502, "The Vertex AI backend answered with a body that is not JSON.") from None
+        response = upstream_json_object(b"".join(self._parts), "The Vertex AI backend")
         listing, tokens = to_openai(response, self.model, self.base64)
         return dumps(listing), Usage(input_tokens=tokens, total_tokens=tokens)
 

@@ -12,7 +12,7 @@ from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import gemini as g
-from sluicegate.translate.base import UpstreamRequest, dumps
+from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
 from sluicegate.translate.sse import SSEEvents
 
 _PLAIN_CONFIG = (
@@ -73,12 +73,7 @@ class OpenAIToGCPVertexAI:
         self._parts.append(chunk)
         if not end:
             return b"", None
-        try:
-            response = orjson.loads(b"".join(self._parts))
-        except orjson.JSONDecodeError:
-            raise GatewayError(502, "The Vertex AI backend answered with a body that is not JSON.") from None
-        if not isinstance(response, dict):
-            raise GatewayError(502, "The Vertex AI backend answered with JSON that is not an object.")
+        response = upstream_json_object(b"".join(self._parts), "The Vertex AI backend")
         completion, usage = to_openai(response, self.model)
         self.response_model = completion["model"]
         return dumps(completion), usage
