@@ -18,14 +18,20 @@ class CredentialProvider(Protocol):
 def credential_provider(credential: Credential) -> CredentialProvider:
     """The provider for a compiled credential."""
     from sluicegate.auth.api_key import ApiKeyCredential
-    from sluicegate.auth.aws_sigv4 import AWSSigV4Credential
+    from sluicegate.auth.aws_sigv4 import aws_credential
+    from sluicegate.auth.azure import azure_credential
+    from sluicegate.auth.credential_override import CredentialOverrideProvider
     from sluicegate.auth.gcp import gcp_credential
 
     providers = {
         "APIKey": ApiKeyCredential,
         "AzureAPIKey": ApiKeyCredential,
         "AnthropicAPIKey": ApiKeyCredential,
-        "AWSCredentials": AWSSigV4Credential,
+        "AWSCredentials": aws_credential,
+        "AzureCredentials": azure_credential,
         "GCPCredentials": gcp_credential,
     }
-    return providers[credential.type](credential)
+    provider = providers[credential.type](credential)
+    if credential.override is not None:
+        return CredentialOverrideProvider(credential, provider)
+    return provider

@@ -7,10 +7,12 @@ caching the derived signing key per day and signing only the headers that matter
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import hashlib
 import hmac
 import time
+from typing import Any
 from urllib.parse import quote
 
 from sluicegate.config.runtime import Credential
@@ -182,3 +184,68 @@ class AWSSigV4Credential:
     async def apply(self, request: UpstreamRequest, authority: str) -> None:
         """Sign the request for `authority` (the host header the connection sends)."""
         self.signer.sign(request, authority)
+
+
+def aws_credential(credential: Credential) -> AWSSigV4Credential | AWSTemporaryCredential:
+    """Static keys from a credentials file; else OIDC → STS, or the AWS default chain, refreshed."""
+    if credential.secret:
+        return AWSSigV4Credential(credential)
+    from sluicegate.auth.refresh import shared
+
+    return shared(credential, lambda: AWSTemporaryCredential(credential))
+
+
+class AWSTemporaryCredential:
+    """AWSCredentials whose keys expire: oidcExchangeToken (OIDC → STS) or the AWS default chain."""
+
+    def __init__(self, credential: Credential, **refresher: Any) -> None:
+        from sluicegate.auth.refresh import Refresher
+
+        self.credential = credential
+        self.region = credential.region or DEFAULT_REGION
+        oidc = credential.oidc
+        how = f"OIDC → STS {oidc.role_arn}" if oidc is not None else "default chain"
+        fetch = self._from_oidc if oidc is not None else self._from_chain
+        self.refresher: Refresher[SigV4Signer] = Refresher(f"AWSCredentials ({how})", fetch, **refresher)
+
+    def __repr__(self) -> str:
+        return f"AWSTemporaryCredential({self.refresher.name})"
+
+    async def apply(self, request: UpstreamRequest, authority: str) -> None:
+        """Sign with the current temporary keys (x-amz-security-token included)."""
+        (await self.refresher.get()).sign(request, authority)
+
+    def close(self) -> None:
+        """Stop refreshing."""
+        self.refresher.close()
+
+    async def _from_oidc(self) -> tuple[SigV4Signer, float]:
+        from sluicegate.auth.oidc import assume_role_with_web_identity, oidc_token
+
+        oidc = self.credential.oidc
+        assert oidc is not None
+        token, _ = await oidc_token(oidc)
+        keys = await assume_role_with_web_identity(oidc.role_arn or "", token, self.region)
+        signer = SigV4Signer(keys.access_key, keys.secret_key, self.region, SERVICE, keys.session_token)
+        return signer, keys.lifetime
+
+    async def _from_chain(self) -> tuple[SigV4Signer, float]:
+        """botocore's default chain (env, shared files, web identity, container, IMDS) in a worker thread."""
+        return await asyncio.to_thread(_default_chain, self.region)
+
+
+def _default_chain(region: str) -> tuple[SigV4Signer, float]:
+    """One blocking resolution of the default credential chain; static keys are re-read hourly."""
+    import botocore.session
+
+    from sluicegate.auth.refresh import CredentialFetchError
+
+    session = botocore.session.get_session()
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise CredentialFetchError("the AWS default credential chain found no credentials")
+    frozen = credentials.get_frozen_credentials()
+    expiry = getattr(credentials, "_expiry_time", None)
+    lifetime = expiry.timestamp() - time.time() if expiry is not None else 3600.0
+    signer = SigV4Signer(frozen.access_key, frozen.secret_key, region, SERVICE, frozen.token)
+    return signer, lifetime

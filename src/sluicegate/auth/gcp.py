@@ -34,8 +34,13 @@ class _Unusable(ValueError):
     """A service-account JSON we cannot use, for a reason that is safe to show."""
 
 
-def gcp_credential(credential: Credential) -> GCPCredential:
+def gcp_credential(credential: Credential) -> Any:
     """The provider for a credential, shared by every config built on the same event loop."""
+    if credential.wif is not None:
+        from sluicegate.auth.gcp_wif import GCPWorkloadIdentityCredential
+        from sluicegate.auth.refresh import shared
+
+        return shared(credential, lambda: GCPWorkloadIdentityCredential(credential))
     try:
         loop_id = id(asyncio.get_running_loop())
     except RuntimeError:
