@@ -1,23 +1,33 @@
-"""One request to a backend: pick the backend, translate, sign, send, relay the answer back."""
+"""One request to the backends: for each planned attempt translate, sign, send; relay the first answer."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from sluicegate.auth import credential_provider
+from sluicegate.auth.credential_override import OVERRIDE_HEADERS
 from sluicegate.config.runtime import Backend, BackendRef, Rule, RuntimeConfig
 from sluicegate.core.context import ClientWriter, RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.translate.base import Translator, UpstreamRequest
 from sluicegate.upstream.connection import UpstreamConnection, UpstreamError
+from sluicegate.upstream.health import HEALTH, Health, retry_after
+from sluicegate.upstream.metrics import EJECTIONS, FAILOVERS, RESTS, RETRIES, count_attempt
+from sluicegate.upstream.planner import Attempts, RulePlan
+from sluicegate.upstream.policy import RetryPolicy
 from sluicegate.upstream.pool import Pool, Pools
 
 log = logging.getLogger("sluicegate.upstream")
 
 TranslatorFactory = Callable[[RequestContext, BackendRef], Translator]
+ATTEMPTS_HEADER = b"x-sluicegate-attempts"
+BACKEND_HEADER = b"x-sluicegate-backend"
+FAILURE_LATENCY = 1.0  # seconds a failed attempt counts as, at least, for latency-aware balancing
 
 # Never forwarded: hop-by-hop and framing headers, the client's own credentials, our routing header.
 _DROP_REQUEST_HEADERS = frozenset(
@@ -40,6 +50,7 @@ _DROP_REQUEST_HEADERS = frozenset(
         "x-goog-api-key",
         "cookie",
         "x-ai-eg-model",
+        *OVERRIDE_HEADERS,
     }
 )
 _DROP_RESPONSE_HEADERS = frozenset(
@@ -57,87 +68,254 @@ _DROP_RESPONSE_HEADERS = frozenset(
 
 
 def choose_backend(rule: Rule) -> BackendRef:
-    """Weighted choice among the backends of the best (lowest) priority."""
-    refs = rule.backend_refs
-    if len(refs) == 1:
-        return refs[0]
-    best = min(ref.priority for ref in refs)
-    tier = [ref for ref in refs if ref.priority == best]
-    if len(tier) == 1:
-        return tier[0]
-    return random.choices(tier, weights=[max(ref.weight, 0) for ref in tier])[0]
+    """The backend a first attempt would go to now (filters that need it early, e.g. per-backend quotas)."""
+    if len(rule.backend_refs) == 1:
+        return rule.backend_refs[0]
+    return RulePlan(rule, HEALTH).first(time.monotonic())
+
+
+@dataclass(slots=True)
+class _Failure:
+    """An attempt that did not answer the client; the next attempt may."""
+
+    kind: str  # connect-failure | reset | timeout | status | unsupported | broken
+    message: str
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    translator: Translator | None = None
+    answered: bool = False  # the client has had its (broken) answer: nothing more to try
+
+    def retriable(self, retry: RetryPolicy) -> bool:
+        """Whether the retry policy wants another attempt after this one."""
+        if self.kind == "unsupported":
+            return True
+        if self.kind == "status":
+            return retry.retries_status(self.status)
+        return retry.retries_failure(self.kind)
+
+
+class _ConnectFailure(UpstreamError):
+    """No connection could be opened: nothing reached the backend."""
 
 
 class Forwarder:
     """Carries requests to backends over the shared pools; one per config."""
 
-    def __init__(self, config: RuntimeConfig, pools: Pools) -> None:
+    def __init__(self, config: RuntimeConfig, pools: Pools, health: Health | None = None) -> None:
         self.pools = pools
+        self.health = HEALTH if health is None else health
         self.credentials = {
             b.name: credential_provider(b.credential) for b in config.backends if b.credential is not None
         }
+        self.plans = {id(rule): RulePlan(rule, self.health) for rule in config.rules}
         self._endpoint_turn = 0
 
     async def forward(
-        self, ctx: RequestContext, translators: dict[str, TranslatorFactory], client: ClientWriter
+        self,
+        ctx: RequestContext,
+        translators: dict[str, TranslatorFactory],
+        client: ClientWriter,
+        api: str = "openai",
     ) -> None:
-        """Answer the client from a backend chosen for ctx.rule."""
-        assert ctx.rule is not None
-        # a filter may have chosen already (quotas are per backend, so the rate-limit check picks it)
-        ref = ctx.backend_ref = ctx.backend_ref or choose_backend(ctx.rule)
+        """Answer the client from the backends of ctx.rule, one attempt after another until one answers."""
+        rule = ctx.rule
+        assert rule is not None
+        plan = self.plans.get(id(rule)) or RulePlan(rule, self.health)
+        retry = plan.resilience.retry
+        deadline = None if rule.request_timeout is None else time.monotonic() + rule.request_timeout
+        # a filter may have chosen already (quotas are per backend): that backend is the first attempt
+        attempts = plan.attempts(ctx.backend_ref)
+        failure: _Failure | None = None
+        while (ref := attempts.next(time.monotonic())) is not None:
+            if failure is not None:
+                await self._before_retry(ctx, attempts, retry, deadline)
+            ctx.backend_ref = ref
+            ctx.attempts += 1
+            failure = await self._attempt(ctx, ref, translators, client, plan, deadline, api)
+            outcome = "ok" if failure is None else str(failure.status or failure.kind)
+            ctx.attempt_log.append(f"{ref.backend.name}:{outcome}")
+            count_attempt(ref.backend.name, outcome)
+            if failure is None or failure.answered:
+                return
+            if not failure.retriable(retry) or (deadline is not None and time.monotonic() >= deadline):
+                break
+        assert failure is not None
+        self._give_up(ctx, failure, client)
+
+    async def _before_retry(
+        self, ctx: RequestContext, attempts: Attempts, retry: RetryPolicy, deadline: float | None
+    ) -> None:
+        """Count the retry; back off only when it goes to a backend that was already tried."""
+        ref, previous = attempts.tried[-1], attempts.tried[-2]
+        RETRIES.labels(ref.backend.name).inc()
+        if ref.backend is not previous.backend:
+            FAILOVERS.labels(previous.backend.name, ref.backend.name).inc()
+        if any(r.backend is ref.backend for r in attempts.tried[:-1]) and retry.backoff_base > 0:
+            repeats = sum(r.backend is ref.backend for r in attempts.tried[:-1])
+            pause = min(retry.backoff_base * 2 ** (repeats - 1), retry.backoff_max)
+            pause *= 0.5 + random.random() / 2  # jitter, so that many clients do not retry in step
+            if deadline is not None:
+                pause = min(pause, max(deadline - time.monotonic(), 0.0))
+            await asyncio.sleep(pause)
+
+    async def _attempt(
+        self,
+        ctx: RequestContext,
+        ref: BackendRef,
+        translators: dict[str, TranslatorFactory],
+        client: ClientWriter,
+        plan: RulePlan,
+        deadline: float | None,
+        api: str,
+    ) -> _Failure | None:
+        """One attempt: translate, sign, send; None once the client has its answer."""
         backend = ref.backend
         factory = translators.get(backend.schema.name)
         if factory is None:
-            raise GatewayError(
-                422, f"Backend {backend.name} (schema {backend.schema.name}) cannot serve this endpoint."
-            )
-        ctx.attempts += 1
+            message = f"Backend {backend.name} (schema {backend.schema.name}) cannot serve this endpoint."
+            return _Failure("unsupported", message)
         translator = factory(ctx, ref)
         upstream = translator.request(ctx)
         upstream.headers = self._headers(ctx, ref, upstream.headers)
+        if ctx.trace is not None:
+            ctx.trace.attempt(ref, upstream.headers)  # a child span; traceparent for the backend
         self._endpoint_turn += 1
         pool = self.pools.get(backend.endpoints[self._endpoint_turn % len(backend.endpoints)])
         provider = self.credentials.get(backend.name)
         if provider is not None:
+            upstream.client_headers = ctx.request.headers
             await provider.apply(upstream, pool.authority.decode())
 
-        timeout = ctx.rule.request_timeout
+        resilience = plan.resilience
+        timeout = said = resilience.retry.per_try_timeout  # `said`: the configured limit, for the message
+        if deadline is not None:
+            left = max(deadline - time.monotonic(), 0.001)
+            if timeout is None or left < timeout:
+                timeout, said = left, ctx.rule.request_timeout  # type: ignore[union-attr]
+        state = self.health.state(backend.name)
+        state.outstanding += 1
+        try:
+            return await self._send(ctx, ref, pool, upstream, translator, client, plan, (timeout, said), api)
+        finally:
+            state.outstanding -= 1
+
+    async def _send(
+        self,
+        ctx: RequestContext,
+        ref: BackendRef,
+        pool: Pool,
+        upstream: UpstreamRequest,
+        translator: Translator,
+        client: ClientWriter,
+        plan: RulePlan,
+        limits: tuple[float | None, float | None],
+        api: str,
+    ) -> _Failure | None:
+        """Send one attempt and answer the client from it, unless it failed before the first byte."""
+        backend, resilience, health = ref.backend, plan.resilience, self.health
+        name = backend.name
+        timeout, said = limits
+        first: bytes | None = None
+        body = b""
+        connection: UpstreamConnection | None = None
+        waited_from = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                connection = await self._exchange(pool, upstream)
+                connection = await self._exchange(pool, upstream, resilience.connect_timeout)
+                head_at = time.monotonic()
                 status, response_headers = connection.status, connection.headers
-                streaming = _is_stream(response_headers)
-                if not streaming:
+                streaming = status < 400 and _is_stream(response_headers, ctx.stream)
+                if streaming:
+                    first = await connection.read_chunk()  # a stream may still fail over until this arrives
+                else:
                     body = await connection.read_body()
-        except TimeoutError as exc:
-            raise GatewayError(504, f"Backend {backend.name} did not answer within {timeout:g}s.") from exc
+        except TimeoutError:
+            if connection is not None:
+                connection.close()
+            self._failed(name, None, plan, waited_from)
+            return _Failure("timeout", f"Backend {name} did not answer within {said or timeout:g}s.")
         except UpstreamError as exc:
-            raise GatewayError(502, f"Backend {backend.name} is unreachable: {exc}") from exc
+            kind = "connect-failure" if isinstance(exc, _ConnectFailure) else "reset"
+            if connection is not None:
+                connection.close()
+            self._failed(name, None, plan, waited_from)
+            return _Failure(kind, f"Backend {name} is unreachable: {exc}")
+        finally:
+            ctx.upstream_seconds += time.monotonic() - waited_from
 
-        ctx.status = status
-        client_headers = [(n, v) for n, v in response_headers if n.lower() not in _DROP_RESPONSE_HEADERS]
-        client_headers += ctx.response_headers
+        assert connection is not None
         if status >= 400:
-            if streaming:
-                body = await self._read_rest(connection, timeout, backend)
             pool.release(connection)
-            ctx.error = f"upstream status {status}"
-            client.send(status, _json_headers(client_headers), translator.error(status, body))
-            return
-        client_headers = translator.response_headers(status, client_headers)
+            if status >= 500:
+                self._failed(name, status, plan, waited_from)
+            else:
+                health.succeeded(name)
+            if status in (429, 503) and (rest := retry_after(response_headers)) is not None and rest > 0:
+                health.rest(name, min(rest, resilience.max_retry_after), time.monotonic())
+                RESTS.labels(name).inc()
+            return _Failure("status", f"upstream status {status}", status, response_headers, body, translator)
+
+        health.succeeded(name)
+        health.observe_latency(name, head_at - waited_from, head_at)
+        ctx.status = status
+        headers = self._client_headers(ctx, response_headers)
+        headers = translator.response_headers(status, headers)
         if not streaming:
             pool.release(connection)
             out, ctx.usage = translator.response_body(body, True)
             ctx.response_model = translator.response_model
-            client.send(status, client_headers, out)
-            return
-        await self._relay(ctx, connection, translator, client, client_headers, timeout, backend)
-        pool.release(connection)
+            ctx.first_byte_at = time.monotonic()
+            client.send(status, headers, out)
+            return None
+        idle = resilience.stream_idle_timeout or ctx.rule.request_timeout  # type: ignore[union-attr]
+        if await self._relay(ctx, connection, translator, client, headers, first, idle, backend, api):
+            pool.release(connection)
+            return None
+        self._failed(name, None, plan, None)
+        return _Failure("broken", ctx.error, answered=True)
 
-    async def _exchange(self, pool: Pool, upstream: UpstreamRequest) -> UpstreamConnection:
+    def _failed(self, name: str, status: int | None, plan: RulePlan, since: float | None) -> None:
+        """Count a failure for outlier ejection; a failure also looks slow to the latency-aware balancer."""
+        now = time.monotonic()
+        if self.health.failed(name, status, plan.resilience.outlier, now):
+            EJECTIONS.labels(name).inc()
+            log.warning("backend %s ejected after consecutive errors", name)
+        if since is not None:
+            self.health.observe_latency(name, max(now - since, FAILURE_LATENCY), now)
+
+    def _client_headers(self, ctx: RequestContext, upstream: list[tuple[bytes, bytes]]) -> list:
+        """The upstream headers the client may see, the filters' headers and where the answer came from."""
+        headers = [(n, v) for n, v in upstream if n.lower() not in _DROP_RESPONSE_HEADERS]
+        headers += ctx.response_headers
+        headers.append((ATTEMPTS_HEADER, b"%d" % ctx.attempts))
+        if ctx.backend_ref is not None:
+            headers.append((BACKEND_HEADER, ctx.backend_ref.backend.name.encode()))
+        return headers
+
+    def _give_up(self, ctx: RequestContext, failure: _Failure, client: ClientWriter) -> None:
+        """Answer with the last attempt's upstream error, or our own when no backend answered."""
+        if failure.kind == "status" and failure.translator is not None:
+            ctx.status = failure.status
+            ctx.error = failure.message
+            headers = _json_headers(self._client_headers(ctx, failure.headers))
+            client.send(failure.status, headers, failure.translator.error(failure.status, failure.body))
+            return
+        status = {"unsupported": 422, "timeout": 504}.get(failure.kind, 502)
+        where = [(ATTEMPTS_HEADER, b"%d" % ctx.attempts)]
+        if ctx.backend_ref is not None:
+            where.append((BACKEND_HEADER, ctx.backend_ref.backend.name.encode()))
+        raise GatewayError(status, failure.message, headers=where)
+
+    async def _exchange(
+        self, pool: Pool, upstream: UpstreamRequest, connect_timeout: float
+    ) -> UpstreamConnection:
         """Send the request and wait for the response head; one retry when a reused connection was stale."""
         for _ in range(2):
-            connection = await pool.acquire()
+            try:
+                connection = await pool.acquire(connect_timeout)
+            except UpstreamError as exc:
+                raise _ConnectFailure(str(exc)) from exc
             reused = connection.requests_sent > 0
             try:
                 connection.send(upstream.method, upstream.target, upstream.headers, upstream.body)
@@ -147,6 +325,9 @@ class Forwarder:
                 connection.close()
                 if not (reused and not connection.received_any):
                     raise
+            except BaseException:
+                connection.close()  # a timeout or cancellation: this connection's answer is of no use now
+                raise
         raise UpstreamError("connection closed by the backend")
 
     async def _relay(
@@ -156,48 +337,58 @@ class Forwarder:
         translator: Translator,
         client: ClientWriter,
         headers: list[tuple[bytes, bytes]],
+        chunk: bytes | None,
         idle_timeout: float | None,
         backend: Backend,
-    ) -> None:
-        """Relay a stream chunk by chunk; a slow client pauses the upstream read."""
+        api: str,
+    ) -> bool:
+        """Relay a stream chunk by chunk (a slow client pauses the upstream read); False if it broke.
+
+        A break ends the stream with an error event in the client API's format, after the last whole
+        event: what follows the last event boundary is held back until the boundary arrives.
+        """
         client.start(ctx.status, headers)
+        events = _is_sse(headers)
+        held = b""
         try:
-            while True:
-                async with asyncio.timeout(idle_timeout):
-                    chunk = await connection.read_chunk()
-                if chunk is None:
-                    break
+            while chunk is not None:
                 out, usage = translator.response_body(chunk, False)
                 if usage is not None:
                     ctx.usage = usage
+                if out and events:
+                    out, held = _whole_events(held + out if held else out)
                 if out:
+                    if not ctx.first_byte_at:
+                        ctx.first_byte_at = time.monotonic()
                     client.write(out)
                     await client.drain()
+                waited_from = time.monotonic()
+                async with asyncio.timeout(idle_timeout):
+                    chunk = await connection.read_chunk()
+                ctx.upstream_seconds += time.monotonic() - waited_from
             out, usage = translator.response_body(b"", True)
             if usage is not None:
                 ctx.usage = usage
-            if out:
-                client.write(out)
+            if held or out:
+                client.write(held + out)
         except (UpstreamError, TimeoutError) as exc:
             connection.close()
-            ctx.error = f"stream from {backend.name} broke: {exc or 'idle timeout'}"
-            raise ConnectionAbortedError(ctx.error) from exc
+            broke = str(exc) or f"no data for {idle_timeout:g}s"
+            ctx.error = f"stream from {backend.name} broke: {broke}"
+            if not events:
+                raise ConnectionAbortedError(ctx.error) from exc
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            error = GatewayError(status, f"The backend stream broke off: {broke}.")
+            client.write(error.stream_event(api))
+            client.end()
+            return False
         except BaseException:
             connection.close()  # the client left or we were cancelled: the backend owes us nothing more
             raise
         finally:
             ctx.response_model = translator.response_model
         client.end()
-
-    async def _read_rest(
-        self, connection: UpstreamConnection, timeout: float | None, backend: Backend
-    ) -> bytes:
-        try:
-            async with asyncio.timeout(timeout):
-                return await connection.read_body()
-        except (UpstreamError, TimeoutError) as exc:
-            connection.close()
-            raise GatewayError(502, f"Backend {backend.name} broke off its error response.") from exc
+        return True
 
     @staticmethod
     def _headers(ctx: RequestContext, ref: BackendRef, own: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -217,8 +408,8 @@ class Forwarder:
         return headers
 
 
-def _is_stream(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Relay chunk by chunk unless the response is a plain sized body."""
+def _is_stream(headers: list[tuple[bytes, bytes]], asked: bool) -> bool:
+    """Relay chunk by chunk for an event stream, or an unsized body the client asked to stream."""
     sized = False
     for name, value in headers:
         lower = name.lower()
@@ -226,7 +417,22 @@ def _is_stream(headers: list[tuple[bytes, bytes]]) -> bool:
             return True
         if lower == b"content-length":
             sized = True
-    return not sized
+    return asked and not sized
+
+
+def _is_sse(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the client gets server-sent events."""
+    return any(n.lower() == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
+
+
+def _whole_events(data: bytes) -> tuple[bytes, bytes]:
+    """(the events data completes, the rest): split after the last blank line."""
+    cut = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4)
+    if cut >= len(data):
+        return data, b""
+    if cut < 2:
+        return b"", data
+    return data[:cut], data[cut:]
 
 
 def _json_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import weakref
 
 from sluicegate.config.runtime import Endpoint
 from sluicegate.upstream.connection import UpstreamConnection, UpstreamError
@@ -85,6 +86,7 @@ class Pool:
         self.max_idle = max_idle
         self.idle: list[UpstreamConnection] = []
         self.opened = 0  # connections dialled over the pool's life
+        self.connections: weakref.WeakSet[UpstreamConnection] = weakref.WeakSet()  # for the metrics
         default_port = 443 if endpoint.tls else 80
         host = endpoint.host
         if ":" in host and not host.startswith("["):
@@ -118,6 +120,7 @@ class Pool:
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError(exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)) from exc
         self.opened += 1
+        self.connections.add(connection)
         return connection
 
     def release(self, connection: UpstreamConnection) -> None:
