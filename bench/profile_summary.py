@@ -58,11 +58,14 @@ def summarize(stacks: list[tuple[list[str], int]], top: int, match: str, with_li
     """The report text."""
     total = sum(count for _, count in stacks)
     self_all: Counter[str] = Counter()
+    self_files: Counter[str] = Counter()
     self_ours: Counter[str] = Counter()
     inclusive_ours: Counter[str] = Counter()
     for frames, count in stacks:
         leaf = frames[-1]
         self_all[short(leaf, with_line)] += count
+        m = FRAME.match(short(leaf, False))
+        self_files[m["file"] if m else leaf] += count
         if match in leaf:
             self_ours[short(leaf, with_line)] += count
         seen = set()
@@ -87,6 +90,7 @@ def summarize(stacks: list[tuple[list[str], int]], top: int, match: str, with_li
     block("self time, all code:", self_all)
     block(f"self time, frames matching {match!r}:", self_ours)
     block(f"inclusive time, frames matching {match!r}:", inclusive_ours)
+    block("self time by file:", self_files)
     return "\n".join(out)
 
 

@@ -190,7 +190,7 @@ def render(path: Path) -> str:
     meta = next((r for r in records if r["kind"] == "meta"), {})
     rows = [r for r in records if r["kind"] == "run"]
     summary = next((r for r in records if r["kind"] == "summary"), None)
-    out = [f"`{meta.get('command', '?')}` — {path.name}", ""]
+    out = [f"`{meta.get('command', '?').strip()}` — {path.name}", ""]
     versions_text = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v)
     out.append(f"upstream {meta.get('upstream')}, load generator {meta.get('loadgen')}, "
                f"pinned {meta.get('pinned')}; {versions_text}")  # fmt: skip

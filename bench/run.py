@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run direct with the upstream moved to the gateway's CPU (what crossing CPUs costs)",
     )
     p.add_argument("--workers", type=int, default=1, help="Sluicegate worker processes (default 1)")
+    p.add_argument(
+        "--gateway-args",
+        default="",
+        metavar="ARGS",
+        help="extra arguments for `sluicegate run`, one string, e.g. --gateway-args='--access-log off'",
+    )
     p.add_argument("--upstream", choices=["auto", "nginx", "fake"], default="auto")
     p.add_argument("--loadgen", choices=["auto", "wrk", "bundled"], default="auto")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
@@ -134,21 +140,24 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything", file=sys.stderr)
+    except BrokenPipeError:
+        pass  # our output was cut off (e.g. `| head`); stop quietly
     except RuntimeError as exc:
         keep = True
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
     finally:
         started = [p.pid for p in bench.procs.started]
         bench.procs.stop_all()
-        if started:
-            print(f"stopped {len(started)} process(es) by PID: {started}", file=sys.stderr)
         still_open = [port for port in bench.ports if port_open(port)]
-        if still_open:
-            print(f"WARNING: something still listens on port(s) {still_open}", file=sys.stderr)
         if not (keep or args.keep_workdir):
             shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"work dir kept: {workdir}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # stderr may be a closed pipe by now
+            if started:
+                print(f"stopped {len(started)} process(es) by PID: {started}", file=sys.stderr)
+            if still_open:
+                print(f"WARNING: something still listens on port(s) {still_open}", file=sys.stderr)
+            if keep or args.keep_workdir:
+                print(f"work dir kept: {workdir}", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -169,6 +178,7 @@ def run_all(bench: Bench, scenarios: list[Scenario], stamp: str) -> None:
         "cpu_load": bench.cpu_load,
         "cpu_gateway": bench.cpu_gateway,
         "workers": args.workers,
+        "gateway_args": args.gateway_args,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "request_bytes": len(fixtures.request_body(False)),
@@ -193,7 +203,8 @@ def run_all(bench: Bench, scenarios: list[Scenario], stamp: str) -> None:
     if bench.upstream_kind == "fake":
         print("note: the fake provider is Python (aiohttp); it can be the limit of the gateway rows.")
     for scenario in scenarios:
-        print(f"  {scenario.name}: {scenario.meaning} ({scenario.connections} connections)")
+        plural = "" if scenario.connections == 1 else "s"
+        print(f"  {scenario.name}: {scenario.meaning} ({scenario.connections} connection{plural})")
     print(flush=True)
     print("| " + " | ".join(COLUMNS) + " |", flush=True)
     cpus = sorted(os.sched_getaffinity(0) | ({int(bench.cpu_gateway)} if bench.cpu_gateway else set()))

@@ -6,6 +6,7 @@ import argparse
 import http.client
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import sys
@@ -137,7 +138,7 @@ def start_sluicegate(bench: Bench) -> Target:
     bench.ports += [port, admin]
     argv = [sys.executable, "-m", "sluicegate", "run", "-c", str(config), "--host", "127.0.0.1",
             "--port", str(port), "--admin-port", str(admin), "--workers", str(bench.args.workers),
-            "--log-level", "warning"]  # fmt: skip
+            "--log-level", "warning", *shlex.split(bench.args.gateway_args)]  # fmt: skip
     proc = bench.procs.start("sluicegate", argv, bench.cpu_gateway, env=gateway_env())
     wait_ready(proc, port, 60)
     wait_ready(proc, admin, 10, path="/ready")

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+def wait_for_port(
+    port: int,
+    timeout: float = 15.0,
+    proc: subprocess.Popen | None = None,
+    output: Callable[[], str] | None = None,
+) -> None:
     """Block until something accepts on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
+            out = output() if output is not None else proc.stdout.read() if proc.stdout else ""
             pytest.fail(f"gateway exited with {proc.returncode} before listening:\n{out}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -114,8 +121,11 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        wait_for_port(self.port, proc=self.proc)
-        wait_for_port(self.admin_port, proc=self.proc)
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)  # a full pipe blocks the gateway
+        self._reader.start()
+        wait_for_port(self.port, proc=self.proc, output=self.output)
+        wait_for_port(self.admin_port, proc=self.proc, output=self.output)
 
     @property
     def url(self) -> str:
@@ -136,9 +146,21 @@ class GatewayProcess:
                 self.proc.wait()
         return self.proc.returncode
 
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
     def output(self) -> str:
-        """Everything the process printed (after it stopped)."""
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        """Everything the process printed so far (all of it once it has stopped)."""
+        if self.proc.poll() is not None:
+            self._reader.join(timeout=5)
+        return "".join(self._lines)
 
 
 def exchange(port: int, data: bytes, timeout: float = 5.0, read_until_close: bool = True) -> bytes:

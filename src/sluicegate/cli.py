@@ -84,6 +84,25 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a rate-limit call to Redis may take before the failure mode applies (default 0.5)",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--access-log",
+        default="-",
+        metavar="PATH|-|off",
+        help="one JSON line per LLM request: - for stdout (default), a file to append to, or off",
+    )
+    run.add_argument(
+        "--metrics-header-labels",
+        default="",
+        metavar="HEADER[:LABEL],...",
+        help="request headers recorded as labels on the gen_ai_* metrics, e.g. x-tenant-id:tenant",
+    )
+    run.add_argument(
+        "--metrics-header-label-max",
+        type=int,
+        default=100,
+        metavar="N",
+        help="distinct values kept per header label; further values are recorded as _other (default 100)",
+    )
 
     check = commands.add_parser("check", help="validate config files and print a summary")
     check.add_argument("paths", nargs="+", metavar="PATH")
@@ -121,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sluicegate.observability.state import Settings, configure
     from sluicegate.server.app import RunOptions, run
     from sluicegate.server.http import ServerLimits
 
@@ -129,6 +149,12 @@ def _run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    try:
+        labels, most = args.metrics_header_labels, max(1, args.metrics_header_label_max)
+        configure(Settings(args.access_log, labels, most))
+    except ValueError as exc:
+        print(f"sluicegate: --metrics-header-labels: {exc}", file=sys.stderr)
+        return 2
     options = RunOptions(
         config_paths=args.config,
         host=args.host,

@@ -126,13 +126,8 @@ def test_models_are_exact_model_matches_deduplicated(full: RuntimeConfig) -> Non
 
 def test_ignored_and_accepted_policies(full: RuntimeConfig) -> None:
     assert full.ignored == (f"GatewayClass default/gw ({FULL})", f"Role ai/reader ({FULL})")
-    (policy,) = full.policies
-    assert (policy.kind, policy.name, policy.target_refs) == (
-        "BackendTrafficPolicy",
-        "ai/fallback",
-        ("HTTPRoute main",),
-    )
-    assert policy.spec["retry"] == {"numRetries": 2}
+    assert full.policies == ()  # the BackendTrafficPolicy's retry is enforced (config/resilience.py)
+    assert {rule.resilience.retry.num_retries for rule in full.rules if rule.route == "ai/main"} == {2}
 
 
 def test_summary_lists_everything_but_secrets(full: RuntimeConfig) -> None:
@@ -149,8 +144,7 @@ def test_summary_lists_everything_but_secrets(full: RuntimeConfig) -> None:
         "other/azure: AzureOpenAI version 2025-01-01-preview",
         "SNI azure.internal",
         "models: gpt-4o-mini [api.example.com, *.example.org]",
-        "accepted, not enforced yet:",
-        "BackendTrafficPolicy ai/fallback",
+        "resilience: retries 2",
         "ignored (Kubernetes-only):",
         "GatewayClass default/gw",
     ):
@@ -252,7 +246,8 @@ def test_warnings_for_fields_that_load_but_do_nothing(tmp_path: Path) -> None:
     )
     config = load_config([str(path)], env={})
     warnings = "\n".join(config.warnings)
-    assert "spec.rules[0].streamIdleTimeout: accepted, not enforced yet" in warnings
+    assert "streamIdleTimeout" not in warnings  # enforced (config/resilience.py)
+    assert config.rules[0].resilience.stream_idle_timeout == 10.0
     assert "AIServiceBackend default/a: spec.schema.version: is not set" in warnings
     assert "AIServiceBackend default/o: spec.schema.version: is ignored for the OpenAI schema" in warnings
     assert "warnings:" in summarize(config)
@@ -297,6 +292,9 @@ COMPILES_FULLY = {
     "basic/anthropic.yaml",
     "basic/anthropic-openai-local.yaml",
     "basic/aws.yaml",
+    "basic/aws-irsa.yaml",
+    "basic/aws-pod-identity.yaml",
+    "basic/azure_openai.yaml",
     "basic/aws-bedrock-openai-anthropic.yaml",
     "basic/cohere.yaml",
     "basic/gcp_vertex.yaml",
@@ -347,10 +345,10 @@ def test_provider_fallback_folder_keeps_the_traffic_policy() -> None:
     folder = load_config([str(EXAMPLES / "provider_fallback")], env={})
     assert {b.schema.name for b in folder.backends} == {"OpenAI", "AWSBedrock"}
     config = load_config([str(EXAMPLES / "provider_fallback/fallback.yaml")], env={})
-    assert [(p.kind, p.name, p.target_refs) for p in config.policies] == [
-        ("BackendTrafficPolicy", "default/provider-fallback", ("HTTPRoute provider-fallback",))
-    ]
-    assert "BackendTrafficPolicy default/provider-fallback" in summarize(config)
+    assert config.policies == ()  # retry is enforced now (config/resilience.py)
+    assert "accepted, not enforced yet" not in summarize(config)
+    retry = next(r for r in folder.rules if r.route == "default/provider-fallback").resilience.retry
+    assert (retry.num_retries, retry.attempts_per_priority, retry.status_codes) == (5, 1, frozenset({500}))
 
 
 # --- docs/configuration.md --------------------------------------------------------------------------------

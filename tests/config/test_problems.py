@@ -388,18 +388,23 @@ def test_syntax_error_carries_the_line(tmp_path: Path) -> None:
     ("text", "field", "what"),
     [
         (
-            service_backend("aws", OPENAI_SPEC)
+            service_backend("gcp", OPENAI_SPEC)
             + "\n---\n"
-            + policy("aws", "aws", "type: AWSCredentials\nawsCredentials: {region: us-east-1}"),
-            "spec.awsCredentials",
-            "AWSCredentials without credentialsFile",
+            + policy("gcp", "gcp", "type: GCPCredentials\ngcpCredentials: {projectName: p, region: r}"),
+            "spec.gcpCredentials",
+            "GCPCredentials without credentialsFile",
         ),
         (
             service_backend("az", OPENAI_SPEC)
             + "\n---\n"
-            + policy("az", "az", "type: AzureCredentials\nazureCredentials: {clientID: c, tenantID: t}"),
-            "spec.type",
-            "BackendSecurityPolicy type AzureCredentials",
+            + policy(
+                "az",
+                "az",
+                "type: AWSCredentials\nawsCredentials: {region: us-east-1}\n"
+                "credentialOverride: {fromDynamicMetadata: {namespace: n}}",
+            ),
+            "spec.credentialOverride.fromDynamicMetadata",
+            "credentialOverride.fromDynamicMetadata",
         ),
         (doc("aigateway.envoyproxy.io/v1beta1", "MCPRoute", "mcp", "spec: {}"), "kind", "MCPRoute"),
         (
@@ -418,7 +423,7 @@ def test_syntax_error_carries_the_line(tmp_path: Path) -> None:
             "a unix socket endpoint",
         ),
     ],
-    ids=["AWS default chain", "security type", "MCPRoute", "InferencePool", "unix socket"],
+    ids=["GCP without file", "dynamic metadata", "MCPRoute", "InferencePool", "unix socket"],
 )
 def test_valid_but_unsupported_is_a_not_supported_yet_problem(
     tmp_path: Path, text: str, field: str, what: str

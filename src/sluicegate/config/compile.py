@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -16,6 +17,8 @@ from sluicegate.config.load import RawDocument, read_documents
 from sluicegate.config.ratelimit_specs import QuotaPolicy
 from sluicegate.config.ratelimits import compile_limits
 from sluicegate.config.ratelimits import describe as describe_limits
+from sluicegate.config.resilience import compile_resilience
+from sluicegate.config.resilience import describe as describe_resilience
 from sluicegate.config.routes import AIGatewayRoute, BodyMutationSpec, HeaderMutationSpec
 from sluicegate.config.runtime import (
     DEFAULT_LISTENER_PORT,
@@ -26,18 +29,30 @@ from sluicegate.config.runtime import (
     BackendRef,
     BodyMutation,
     Credential,
+    CredentialOverride,
     Endpoint,
+    GCPWorkloadIdentity,
     HeaderMatch,
     HeaderMutation,
     Model,
+    OIDCExchange,
     Rule,
     RuntimeConfig,
     Schema,
 )
+from sluicegate.upstream.policy import DEFAULT_RESILIENCE
 
 SUPPORTED_SCHEMAS = {"OpenAI", "AzureOpenAI", "Cohere", "Anthropic", "AWSBedrock", "AWSAnthropic"}
 SUPPORTED_SCHEMAS |= {"GCPVertexAI", "GCPAnthropic"}
-SUPPORTED_SECURITY_TYPES = {"APIKey", "AzureAPIKey", "AnthropicAPIKey", "AWSCredentials", "GCPCredentials"}
+SUPPORTED_SECURITY_TYPES = {
+    "APIKey",
+    "AzureAPIKey",
+    "AnthropicAPIKey",
+    "AWSCredentials",
+    "AzureCredentials",
+    "GCPCredentials",
+}
+CLIENT_SECRET_KEY = "client-secret"  # Secret key of azureCredentials.clientSecretRef and OIDC clientSecret
 MODEL_HEADER = "x-ai-eg-model"
 API_KEY_IN_SECRET = "apiKey"  # the Secret key Envoy AI Gateway reads for all three API-key types
 CREDENTIALS_FILE_KEYS = {  # the Secret key Envoy AI Gateway reads for each credentials file
@@ -169,18 +184,19 @@ class _Compiler:
             sink, meta = self.sink(bsp.meta), bsp.meta
             if bsp.type and bsp.type not in SUPPORTED_SECURITY_TYPES:
                 sink.unsupported("spec.type", f"BackendSecurityPolicy type {bsp.type}")
-            if bsp.has_credential_override:
-                sink.unsupported("spec.credentialOverride", "credentialOverride")
             credential = None
             file_key = CREDENTIALS_FILE_KEYS.get(bsp.type or "")
-            if file_key and bsp.type in SUPPORTED_SECURITY_TYPES:
+            tokens = bsp.type in ("AWSCredentials", "AzureCredentials") or bsp.wif is not None
+            if tokens and bsp.credentials_file_ref is None:
+                credential = self.token_credential(sink, bsp)
+            elif file_key and bsp.type in SUPPORTED_SECURITY_TYPES:
                 if bsp.credentials_file_ref is None:
                     where = f"spec.{r.SECURITY_TYPES[bsp.type]}"
                     sink.unsupported(where, f"{bsp.type} without credentialsFile")
                 elif (text := self.secret_value(sink, bsp.credentials_file_ref, meta, file_key)) is not None:
                     credential = Credential(bsp.type, text, bsp.region, bsp.profile, bsp.project)
             for ref in bsp.secret_refs:
-                if ref is bsp.credentials_file_ref:
+                if ref is bsp.credentials_file_ref or ref is bsp.client_secret_ref:
                     continue
                 if ref is not bsp.api_key_ref:
                     self.lookup(sink, f"{ref.path}.name", "Secret", ref.namespace or meta.namespace, ref.name)
@@ -190,6 +206,9 @@ class _Compiler:
                     sink.add(f"{ref.path}.name", f"key {API_KEY_IN_SECRET} of Secret {ref.name} is empty")
                 elif value is not None and bsp.type in SUPPORTED_SECURITY_TYPES:
                     credential = Credential(bsp.type, value.strip())
+            if bsp.has_credential_override and credential is not None:
+                override = CredentialOverride(bsp.override_header, bsp.override_fallback)
+                credential = dataclasses.replace(credential, override=override)
             for target in bsp.target_refs:
                 if (target.group, target.kind) == _INFERENCE_POOL:
                     sink.unsupported(target.path, "targeting an InferencePool")
@@ -209,6 +228,50 @@ class _Compiler:
                     continue
                 owner[key], out[key] = meta.ref, credential
         return out
+
+    def token_credential(self, sink: Sink, bsp: r.BackendSecurityPolicy) -> Credential | None:
+        """AWSCredentials without a file (OIDC exchange or the default chain) and AzureCredentials."""
+        meta, oidc, secret = bsp.meta, None, ""
+        if (spec := bsp.oidc) is not None:
+            client_secret = ""
+            if spec.client_secret_ref is not None:
+                value = self.secret_value(sink, spec.client_secret_ref, meta, CLIENT_SECRET_KEY)
+                if value is None:
+                    return None
+                client_secret = value.strip()
+            oidc = OIDCExchange(
+                spec.issuer or "",
+                spec.client_id or "",
+                client_secret,
+                spec.token_endpoint,
+                spec.scopes,
+                spec.grant_type or "client_credentials",
+                spec.aud,
+                spec.role_arn,
+            )
+        elif bsp.client_secret_ref is not None:
+            value = self.secret_value(sink, bsp.client_secret_ref, meta, CLIENT_SECRET_KEY)
+            if value is None:
+                return None
+            secret = value.strip()
+        elif bsp.type == "AzureCredentials":
+            return None  # the parser reported that one of the two is required
+        wif = None
+        if bsp.wif is not None and oidc is not None:
+            w = bsp.wif
+            account = w.service_account
+            wif = GCPWorkloadIdentity(w.project_id or "", w.pool or "", w.provider or "", oidc, account)
+            oidc = None
+        return Credential(
+            bsp.type or "",
+            secret,
+            bsp.region,
+            project=bsp.project,
+            client_id=bsp.client_id,
+            tenant_id=bsp.tenant_id,
+            oidc=oidc,
+            wif=wif,
+        )
 
     def tls_specs(self) -> dict[Key, tuple[r.TLSSpec, Meta]]:
         """Backend key → the BackendTLSPolicy validation that targets it."""
@@ -395,6 +458,10 @@ class _Compiler:
         """Build the RuntimeConfig; raise ConfigError when anything is wrong."""
         backends = self.backends()
         rules = self.rules(backends)
+        resilience = compile_resilience(
+            self.sink, self.warn, self.of(AIGatewayRoute), self.of(r.RawPolicy), rules
+        )
+        rules = resilience.rules
         models: dict[tuple[str, tuple[str, ...]], Model] = {}
         for rule in rules:
             for match in rule.matches:
@@ -423,7 +490,7 @@ class _Compiler:
         )
         policies = []
         for res in self.of(r.RawPolicy):
-            if (res.meta.kind, res.meta.ref) in limits.enforced:
+            if (res.meta.kind, res.meta.ref) in limits.enforced | resilience.enforced:
                 continue
             targets = tuple(f"{t.kind} {t.name}" for t in res.target_refs)
             policies.append(AcceptedPolicy(res.meta.kind, res.meta.ref, res.meta.file, targets, res.spec))
@@ -503,6 +570,8 @@ def summarize(config: RuntimeConfig) -> str:
             or "any request"
         )
         lines.append(f"  {rule.route} {rule.name}{hosts}: {when} (timeout {_duration(rule.request_timeout)})")
+        if rule.resilience is not DEFAULT_RESILIENCE:
+            lines.append(f"    {describe_resilience(rule.resilience)}")
         for ref in rule.backend_refs:
             extra = f", model → {ref.model_name_override}" if ref.model_name_override else ""
             extra += ", header mutation" if ref.header_mutation.set or ref.header_mutation.remove else ""

@@ -69,6 +69,38 @@ class BackendSecurityPolicy:
     region: str | None = None  # awsCredentials.region / gcpCredentials.region
     profile: str | None = None  # awsCredentials.credentialsFile.profile
     project: str | None = None  # gcpCredentials.projectName
+    client_id: str | None = None  # azureCredentials.clientID
+    tenant_id: str | None = None  # azureCredentials.tenantID
+    client_secret_ref: ObjectRef | None = None  # azureCredentials.clientSecretRef
+    oidc: OIDCSpec | None = None  # aws/azureCredentials.oidcExchangeToken
+    override_header: str | None = None  # credentialOverride.fromRequestHeaders.header
+    override_fallback: bool = True  # credentialOverride.fromRequestHeaders.fallbackToConfigured
+    wif: WIFSpec | None = None  # gcpCredentials.workloadIdentityFederationConfig
+
+
+@dataclass(frozen=True, slots=True)
+class WIFSpec:
+    """gcpCredentials.workloadIdentityFederationConfig as written."""
+
+    project_id: str | None
+    pool: str | None
+    provider: str | None
+    oidc: OIDCSpec | None
+    service_account: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OIDCSpec:
+    """An oidcExchangeToken as written: the Envoy Gateway OIDC block plus grantType, aud, awsRoleArn."""
+
+    issuer: str | None
+    token_endpoint: str | None
+    client_id: str | None
+    client_secret_ref: ObjectRef | None
+    scopes: tuple[str, ...]
+    grant_type: str | None
+    aud: str | None
+    role_arn: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +223,42 @@ def _secret_ref(f: Fields | None, key: str) -> ObjectRef | None:
     return read_ref(sub) if sub is not None else None
 
 
+def _oidc(sub: Fields, role: bool = False) -> OIDCSpec | None:
+    """oidcExchangeToken: oidc{provider{issuer, tokenEndpoint}, clientID, clientSecret, scopes}, ..."""
+    f = sub.mapping("oidcExchangeToken")
+    if f is None:
+        return None
+    oidc = f.mapping("oidc", required=True)
+    issuer = token_endpoint = client_id = secret_ref = None
+    scopes: list[str] = []
+    if oidc is not None:
+        if (provider := oidc.mapping("provider", required=True)) is not None:
+            issuer = provider.text("issuer", required=True)
+            token_endpoint = provider.text("tokenEndpoint")
+            provider.accept("authorizationEndpoint", "endSessionEndpoint", "backendRefs", "backendRef")
+            provider.accept("backendSettings")
+            provider.done()
+        client_id = oidc.text("clientID", required=True)
+        secret_ref = _secret_ref(oidc, "clientSecret")
+        scopes = oidc.texts("scopes")
+        oidc.accept("resources", "redirectURL", "logoutPath", "forwardAccessToken", "defaultTokenTTL")
+        oidc.accept("refreshToken", "defaultRefreshTokenTTL", "cookieNames", "cookieDomain", "cookieConfig")
+        oidc.accept("clientIDRef", "denyRedirect", "passThroughAuthHeader", "csrfTokenTTL")
+        oidc.accept("disableTokenEncryption")
+        oidc.done()
+    grant_type, aud = f.text("grantType"), f.text("aud")
+    role_arn = f.text("awsRoleArn", required=True) if role else None
+    f.done()
+    return OIDCSpec(issuer, token_endpoint, client_id, secret_ref, tuple(scopes), grant_type, aud, role_arn)
+
+
 def parse_security_policy(meta: Meta, spec: Fields) -> BackendSecurityPolicy:
     """BackendSecurityPolicy spec: targetRefs, type and the one matching sub-object."""
     targets = read_refs(spec, "targetRefs", "sectionName")
     kind = spec.text("type", required=True, choices=tuple(SECURITY_TYPES))
     secrets: list[ObjectRef] = []
     api_key_ref = file_ref = region = profile = project = None
+    client_id = tenant_id = client_secret_ref = oidc = wif = None
     for type_name, key in SECURITY_TYPES.items():
         sub = spec.mapping(key)
         if sub is None:
@@ -215,13 +277,16 @@ def parse_security_policy(meta: Meta, spec: Fields) -> BackendSecurityPolicy:
                 secrets.extend([file_ref] if file_ref else [])
                 profile = cred.text("profile")
                 cred.done()
-            sub.accept("oidcExchangeToken")
+            oidc = _oidc(sub, role=True)
         elif key == "azureCredentials":
-            sub.text("clientID", required=True)
-            sub.text("tenantID", required=True)
+            client_id = sub.text("clientID", required=True)
+            tenant_id = sub.text("tenantID", required=True)
             if (secret := sub.mapping("clientSecretRef")) is not None:
-                secrets.extend([r] if (r := read_ref(secret)) else [])
-            sub.accept("oidcExchangeToken")
+                client_secret_ref = read_ref(secret)
+                secrets.extend([client_secret_ref] if client_secret_ref else [])
+            oidc = _oidc(sub)
+            if (client_secret_ref is None) == (oidc is None):
+                sub.sink.add(sub.path, "exactly one of clientSecretRef or oidcExchangeToken must be set")
         else:
             project = sub.text("projectName", required=True)
             region = sub.text("region", required=True)
@@ -229,12 +294,59 @@ def parse_security_policy(meta: Meta, spec: Fields) -> BackendSecurityPolicy:
                 file_ref = _secret_ref(cred, "secretRef")
                 secrets.extend([file_ref] if file_ref else [])
                 cred.done()
-            sub.accept("workloadIdentityFederationConfig")
+            if (w := sub.mapping("workloadIdentityFederationConfig")) is not None:
+                account = None
+                if (imp := w.mapping("serviceAccountImpersonation")) is not None:
+                    account = imp.text("serviceAccountName", required=True)
+                    imp.done()
+                wif = WIFSpec(
+                    w.text("projectID", required=True),
+                    w.text("workloadIdentityPoolName", required=True),
+                    w.text("workloadIdentityProviderName", required=True),
+                    _oidc(w),
+                    account,
+                )
+                if wif.oidc is None:
+                    w.sink.add(w.at("oidcExchangeToken"), "is required")
+                w.done()
+                if file_ref is not None:
+                    sub.sink.add(sub.path, "only one of credentialsFile or workloadIdentityFederationConfig")
         sub.done()
-    override = spec.accept("credentialOverride") is not None
+    override_header, override_fallback = None, True
+    if wif is not None and wif.oidc is not None:
+        oidc = wif.oidc
+    if oidc is not None and oidc.client_secret_ref is not None:
+        secrets.append(oidc.client_secret_ref)
+    override = (over := spec.mapping("credentialOverride")) is not None
+    if over is not None:
+        if (headers := over.mapping("fromRequestHeaders")) is not None:
+            override_header = headers.text("header")
+            override_fallback = headers.flag("fallbackToConfigured") is not False
+            headers.done()
+        elif over.accept("fromDynamicMetadata") is not None:
+            over.sink.unsupported(over.at("fromDynamicMetadata"), "credentialOverride.fromDynamicMetadata")
+        else:
+            over.sink.add(over.path, "exactly one of fromRequestHeaders or fromDynamicMetadata must be set")
+        over.done()
     spec.done()
     return BackendSecurityPolicy(
-        meta, kind, targets, tuple(secrets), api_key_ref, override, file_ref, region, profile, project
+        meta,
+        kind,
+        targets,
+        tuple(secrets),
+        api_key_ref,
+        override,
+        file_ref,
+        region,
+        profile,
+        project,
+        client_id,
+        tenant_id,
+        client_secret_ref,
+        oidc,
+        override_header,
+        override_fallback,
+        wif,
     )
 
 

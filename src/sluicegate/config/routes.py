@@ -77,6 +77,8 @@ class RouteRule:
     extra_timeouts: tuple[str, ...]  # field paths of timeouts accepted but not enforced yet
     models_owned_by: str | None
     models_created_at: int | None
+    stream_idle_timeout: float | None = None  # seconds; None = not set
+    backend_request_timeout: float | None = None  # timeouts.backendRequest: the per-attempt timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,14 +185,12 @@ def _rule(f: Fields) -> RouteRule:
         item.done()
         if name:
             refs.append(ref)
-    has_timeout, timeout, extra = False, None, []
+    has_timeout, timeout, extra, per_attempt = False, None, [], None
     if (timeouts := f.mapping("timeouts")) is not None:
         has_timeout, timeout = _duration(timeouts, "request")
-        if _duration(timeouts, "backendRequest")[0]:
-            extra.append(timeouts.at("backendRequest"))
+        per_attempt = _duration(timeouts, "backendRequest")[1]
         timeouts.done()
-    if _duration(f, "streamIdleTimeout")[0]:
-        extra.append(f.at("streamIdleTimeout"))
+    idle = _duration(f, "streamIdleTimeout")[1]
     created = None
     if (text := f.text("modelsCreatedAt")) is not None:
         try:
@@ -207,6 +207,8 @@ def _rule(f: Fields) -> RouteRule:
         tuple(extra),
         f.text("modelsOwnedBy"),
         created,
+        idle or None,
+        per_attempt or None,
     )
     f.done()
     return rule

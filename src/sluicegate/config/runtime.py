@@ -8,6 +8,7 @@ from typing import Any
 
 from sluicegate.ratelimit.costs import CostTable
 from sluicegate.ratelimit.model import RateLimitConfig
+from sluicegate.upstream.policy import DEFAULT_RESILIENCE, Resilience
 
 DEFAULT_LISTENER_PORT = 1975
 DEFAULT_REQUEST_TIMEOUT = 60.0
@@ -45,6 +46,44 @@ class Credential:
     region: str | None = None  # AWS and GCP
     profile: str | None = None  # AWS credentials-file profile; None means "default"
     project: str | None = None  # GCP projectName
+    client_id: str | None = None  # AzureCredentials clientID
+    tenant_id: str | None = None  # AzureCredentials tenantID
+    oidc: OIDCExchange | None = None  # awsCredentials / azureCredentials oidcExchangeToken
+    override: CredentialOverride | None = None  # spec.credentialOverride.fromRequestHeaders
+    wif: GCPWorkloadIdentity | None = None  # gcpCredentials.workloadIdentityFederationConfig
+
+
+@dataclass(frozen=True, slots=True)
+class OIDCExchange:
+    """An oidcExchangeToken: how to get an OIDC token (client credentials grant) to exchange."""
+
+    issuer: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    token_endpoint: str | None = None  # None: discovered from the issuer's openid-configuration
+    scopes: tuple[str, ...] = ()
+    grant_type: str = "client_credentials"
+    aud: str | None = None
+    role_arn: str | None = None  # AWS awsRoleArn
+
+
+@dataclass(frozen=True, slots=True)
+class GCPWorkloadIdentity:
+    """workloadIdentityFederationConfig: OIDC token -> Google STS -> optional impersonation."""
+
+    project_id: str  # the project (number) of the workload identity pool
+    pool: str
+    provider: str
+    oidc: OIDCExchange
+    service_account: str | None = None  # serviceAccountImpersonation.serviceAccountName
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialOverride:
+    """credentialOverride.fromRequestHeaders: per-request credentials from a client header."""
+
+    header: str | None = None  # None: the x-aigw-* default of the policy type
+    fallback_to_configured: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +157,7 @@ class Rule:
     request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT  # seconds; None = no limit
     models_owned_by: str = DEFAULT_MODELS_OWNED_BY
     models_created_at: int = 0  # unix seconds
+    resilience: Resilience = DEFAULT_RESILIENCE  # retries, timeouts, ejection, balancing
 
     def matches_host(self, host: str) -> bool:
         """Whether the request's Host is one of the route's hostnames."""

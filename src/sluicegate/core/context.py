@@ -69,3 +69,7 @@ class RequestContext:
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # filters add these to answers
     force_usage: bool = False  # costs need usage: ask the backend for stream usage, hide it from the client
     limit_state: Any = None  # what the rate-limit filter admitted, to charge on completion
+    attempt_log: list[str] = field(default_factory=list)  # "backend:outcome" of each upstream attempt
+    first_byte_at: float = 0.0  # time.monotonic() of the first response byte written to the client
+    upstream_seconds: float = 0.0  # time spent waiting on upstreams (all attempts), for the overhead metric
+    trace: Any = None  # the request's trace (observability.tracing) when tracing is on, else None

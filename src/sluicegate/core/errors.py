@@ -76,6 +76,12 @@ class GatewayError(Exception):
         """Cohere's v2 error body: {"message"}."""
         return orjson.dumps({"message": self.message})
 
+    def stream_event(self, api: str) -> bytes:
+        """The error as the last event of a server-sent-event stream in a client API's format."""
+        if api == "anthropic":
+            return b"event: error\ndata: " + self.anthropic_body() + b"\n\n"
+        return b"data: " + self.body(api) + b"\n\n"
+
     def body(self, api: str) -> bytes:
         """The error body in a client API's format: "openai", "anthropic" or "cohere"."""
         if api == "cohere":

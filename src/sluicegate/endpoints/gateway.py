@@ -19,6 +19,7 @@ from sluicegate.endpoints.models import list_models
 from sluicegate.endpoints.proxy import EndpointSpec, proxy
 from sluicegate.filters.chain import Filter, FilterChain
 from sluicegate.filters.costs import Costs
+from sluicegate.filters.observe import observe_filters, observe_upstream
 from sluicegate.filters.rate_limit import RateLimit
 from sluicegate.filters.route_match import RouteMatch
 from sluicegate.ratelimit.stores import Stores, open_stores
@@ -45,13 +46,15 @@ class Gateway:
     def use(self, config: RuntimeConfig) -> None:
         """Switch to a new config; requests in flight finish on the one they started with."""
         self.config = config
-        filters: list[Filter] = [RouteMatch(config)]
+        # observability first: its on_complete runs last, after costs and the rate-limit charge
+        filters: list[Filter] = [*observe_filters(config), RouteMatch(config)]
         if config.rate_limits.rules:
             filters.append(RateLimit(config, self.stores))
         if config.rate_limits.rules or config.costs.by_route or config.costs.global_costs:
             filters.append(Costs(config))  # after RateLimit: its on_complete runs first, on the way back
         self.chain = FilterChain(filters)
         self.forwarder = Forwarder(config, self.pools)
+        observe_upstream(self.pools)
 
     async def handle(self, request: Request, client: ClientWriter) -> None:
         """Dispatch on path; every failure becomes an error in the client API's format."""

@@ -50,4 +50,4 @@ async def proxy(ctx: RequestContext, spec: EndpointSpec, gateway: Gateway, clien
     ctx.model = model
     ctx.stream = spec.streams and body.get("stream") is True
     await gateway.chain.on_request(ctx)
-    await gateway.forwarder.forward(ctx, spec.translators, client)
+    await gateway.forwarder.forward(ctx, spec.translators, client, spec.api)

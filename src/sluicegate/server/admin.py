@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from sluicegate.auth.refresh import states as credential_states
 from sluicegate.core.context import ClientWriter, Request
 
 JSON = [(b"content-type", b"application/json")]
@@ -21,10 +22,10 @@ class Admin:
         if request.path == "/health":
             client.send(200, JSON, b'{"status":"ok"}')
         elif request.path == "/ready":
-            if self.ready:
-                client.send(200, JSON, b'{"status":"ready"}')
-            else:
-                client.send(503, JSON, b'{"status":"not ready"}')
+            body: dict = {"status": "ready" if self.ready else "not ready"}
+            if credentials := credential_states():
+                body["credentials"] = credentials  # names, validity, failures; never a secret
+            client.send(200 if self.ready else 503, JSON, orjson.dumps(body))
         elif request.path == "/metrics":
             client.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(REGISTRY))
         else:

@@ -16,6 +16,7 @@ from sluicegate.config.autoconfig import autoconfig_documents, demo_documents
 from sluicegate.config.compile import compile_resources, load_config
 from sluicegate.config.runtime import DEFAULT_LISTENER_PORT, RuntimeConfig
 from sluicegate.endpoints.gateway import Gateway
+from sluicegate.observability import state as observability
 from sluicegate.ratelimit.stores import open_stores
 from sluicegate.server.admin import Admin
 from sluicegate.server.http import HttpServer, ServerLimits
@@ -156,6 +157,7 @@ async def _serve(options: RunOptions, config: RuntimeConfig | None, worker: int)
     await admin_server.shutdown(0)
     pools.close()
     await stores.close()
+    observability.shutdown()  # write out buffered access-log lines and spans
     if fake is not None:
         await fake.stop()
     return 0

@@ -21,6 +21,7 @@ class UpstreamRequest:
     target: str  # path and query
     headers: list[tuple[str, str]]  # lower-case names
     body: bytes
+    client_headers: dict[str, str] | None = None  # the client's headers, for credentialOverride
 
 
 class Translator(Protocol):

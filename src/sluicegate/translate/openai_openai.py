@@ -58,7 +58,8 @@ class OpenAIToOpenAI:
             for payload in self._events.feed(chunk) if chunk else ():
                 if payload == b"[DONE]" or not payload.startswith(b"{"):
                     continue
-                if not self.response_model or b'"usage"' in payload:
+                # OpenAI puts `"usage":null` on every chunk once usage is asked for: parse only a real one.
+                if not self.response_model or (b'"usage"' in payload and b'"usage":null' not in payload):
                     usage = self._read_event(payload) or usage
             if self._strip is not None:
                 chunk = self._strip.feed(chunk, end)
