@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -16,7 +16,18 @@ from sluicegate.core.context import RequestContext
 
 SESSION_HEADER = "agent-session-id"
 MAX_QUEUED = 100_000  # lines waiting for the writer; beyond, lines are dropped and counted
+FLUSH_SECONDS = 0.05  # lines gather on the event loop this long, then go to the writer thread in one batch
 _STOP = object()
+_second_text: tuple[int, str] = (0, "")
+
+
+def _iso_utc(wall: float) -> str:
+    """RFC 3339 UTC with milliseconds; the seconds part is formatted once per second."""
+    global _second_text
+    second = int(wall)
+    if _second_text[0] != second:
+        _second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_text[1]}.{int((wall - second) * 1000):03d}+00:00"
 
 
 def entry(ctx: RequestContext, provider: str, now: float | None = None) -> dict[str, Any]:
@@ -28,7 +39,7 @@ def entry(ctx: RequestContext, provider: str, now: float | None = None) -> dict[
     request_model = (ref.model_name_override if ref is not None else None) or ctx.model
     wall_start = time.time() - (end - ctx.started_at)
     record: dict[str, Any] = {
-        "start_time": datetime.fromtimestamp(wall_start, UTC).isoformat(timespec="milliseconds"),
+        "start_time": _iso_utc(wall_start),
         "method": ctx.request.method,
         "request.path": ctx.request.path,
         "response_code": ctx.status or 500,
@@ -70,19 +81,37 @@ class AccessLog:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._pending: list[bytes] = []  # encoded lines not yet handed to the writer thread
+        self._waiting = 0  # lines handed over or pending and not yet written
+        self._flush_handle: asyncio.TimerHandle | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        """Queue one record; the encoding is the only work done on the caller's thread."""
+        """Encode one record; lines go to the writer thread in batches, so it wakes a few times a second."""
         if self._pid != os.getpid():  # first use in this process (workers are forked)
             self._start()
-        if self._queue.qsize() >= self.max_queued:
+        if self._waiting >= self.max_queued:
             self.dropped += 1  # the pipe or disk is stuck: never let memory grow without bound
             return
-        self._queue.put(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        self._pending.append(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        self._waiting += 1
+        if self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._flush()  # not on an event loop: hand the line over at once
+                return
+            self._flush_handle = loop.call_later(FLUSH_SECONDS, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._pending:
+            self._queue.put(b"".join(self._pending))
+            self._pending = []
 
     def _start(self) -> None:
         self._pid = os.getpid()
         self._queue = queue.SimpleQueue()
+        self._pending, self._waiting, self._flush_handle = [], 0, None
         self._thread = threading.Thread(target=self._run, name="sluicegate-access-log", daemon=True)
         self._thread.start()
 
@@ -110,7 +139,9 @@ class AccessLog:
                     else:
                         lines.append(item)
                 if lines:
-                    _write_all(fd, b"".join(lines))
+                    data = b"".join(lines)
+                    _write_all(fd, data)
+                    self._waiting -= data.count(b"\n")
                 if stop:
                     return
         finally:
@@ -122,6 +153,9 @@ class AccessLog:
         thread = self._thread
         if thread is None or self._pid != os.getpid():
             return
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
         self._queue.put(_STOP)
         thread.join(timeout)
         self._thread = None
