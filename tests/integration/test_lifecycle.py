@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -323,3 +324,37 @@ def test_fake_provider_command(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_sighup_reloads_config_and_rotates_keys(fake: FakeProviderThread, tmp_path: Path) -> None:
+    config = ROUTES.format(fake=backend_yaml("fake", fake.port, api_key="sk-first-key"))
+    process = GatewayProcess(config, tmp_path)
+    path = Path(process.proc.args[-1])
+    client = openai.OpenAI(base_url=process.url + "/v1", api_key="k", max_retries=0)
+    try:
+        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "one"}])
+        assert fake.requests[-1].headers["authorization"] == "Bearer sk-first-key"
+
+        rotated = config.replace("sk-first-key", "sk-second-key").replace("value: slow}", "value: added}")
+        path.write_text(rotated)
+        process.proc.send_signal(signal.SIGHUP)
+
+        def added_serves() -> bool:
+            try:
+                client.chat.completions.create(model="added", messages=[{"role": "user", "content": "x"}])
+            except openai.NotFoundError:
+                return False
+            return True
+
+        assert wait_until(added_serves, timeout=10)
+        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "two"}])
+        assert fake.requests[-1].headers["authorization"] == "Bearer sk-second-key"
+
+        path.write_text(rotated.replace("backendRefs: [{name: fake}]", "backendRefs: [{name: gone}]", 1))
+        process.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload refused" in process.output(), timeout=10)
+        reply = client.chat.completions.create(model="added", messages=[{"role": "user", "content": "kept"}])
+        assert reply.choices[0].message.content == "Echo: kept"  # the running config stays
+    finally:
+        assert process.stop() == 0
+    assert "sk-second-key" not in process.output() and "sk-first-key" not in process.output()

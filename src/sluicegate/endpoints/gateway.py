@@ -66,9 +66,9 @@ class Gateway:
             _method_not_allowed(request, client, "POST", spec.api)
             return
         ctx = RequestContext(request, spec.operation)
-        chain = self.chain
+        chain, forwarder = self.chain, self.forwarder  # a reload mid-request does not mix two configs
         try:
-            await proxy(ctx, spec, self, client)
+            await proxy(ctx, spec, chain, forwarder, client)
         except GatewayError as exc:
             ctx.status, ctx.error = exc.status, exc.message
             if client.started:

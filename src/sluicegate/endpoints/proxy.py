@@ -12,7 +12,8 @@ from sluicegate.core.errors import GatewayError
 from sluicegate.upstream.forward import TranslatorFactory
 
 if TYPE_CHECKING:
-    from sluicegate.endpoints.gateway import Gateway
+    from sluicegate.filters.chain import FilterChain
+    from sluicegate.upstream.forward import Forwarder
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +40,10 @@ def parse_body(raw: bytes) -> dict:
     return body
 
 
-async def proxy(ctx: RequestContext, spec: EndpointSpec, gateway: Gateway, client: ClientWriter) -> None:
-    """Answer one LLM API request through the filter chain and a backend."""
+async def proxy(
+    ctx: RequestContext, spec: EndpointSpec, chain: FilterChain, forwarder: Forwarder, client: ClientWriter
+) -> None:
+    """Answer one LLM API request through the filter chain and a backend (both of one config)."""
     ctx.body = body = parse_body(ctx.request.body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -49,5 +52,5 @@ async def proxy(ctx: RequestContext, spec: EndpointSpec, gateway: Gateway, clien
         )
     ctx.model = model
     ctx.stream = spec.streams and body.get("stream") is True
-    await gateway.chain.on_request(ctx)
-    await gateway.forwarder.forward(ctx, spec.translators, client, spec.api)
+    await chain.on_request(ctx)
+    await forwarder.forward(ctx, spec.translators, client, spec.api)

@@ -14,6 +14,7 @@ import uvloop
 
 from sluicegate.config.autoconfig import autoconfig_documents, demo_documents
 from sluicegate.config.compile import compile_resources, load_config
+from sluicegate.config.errors import ConfigError
 from sluicegate.config.runtime import DEFAULT_LISTENER_PORT, RuntimeConfig
 from sluicegate.endpoints.gateway import Gateway
 from sluicegate.observability import state as observability
@@ -103,11 +104,28 @@ def run(options: RunOptions) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
     worst = 0
     for child in children:
         _, status = os.waitpid(child, 0)
         worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
     return worst
+
+
+async def _reload(options: RunOptions, gateway: Gateway, dns: DnsCache) -> None:
+    """SIGHUP: load the config files again; a broken config is logged and the running one kept."""
+    if not options.config_paths:
+        log.warning("SIGHUP: nothing to reload (the config did not come from files)")
+        return
+    try:
+        config = await asyncio.to_thread(load_config, options.config_paths)  # file reads off the loop
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload refused, keeping the running config: %s", problem)
+        return
+    await dns.resolve_all([e for b in config.backends for e in b.endpoints])
+    gateway.use(config)
+    log.warning("config reloaded: %d rules, %d backends", len(config.rules), len(config.backends))
 
 
 async def _serve(options: RunOptions, config: RuntimeConfig | None, worker: int) -> int:
@@ -149,6 +167,7 @@ async def _serve(options: RunOptions, config: RuntimeConfig | None, worker: int)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(options, gateway, dns)))
     await stop.wait()
 
     admin.ready = False
