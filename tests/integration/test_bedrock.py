@@ -418,3 +418,31 @@ def test_mid_stream_drop_reaches_the_client_as_a_broken_stream(gateway: GatewayP
     )
     with pytest.raises((httpx.HTTPError, openai.APIError)):
         list(stream)
+
+
+@pytest.mark.parametrize("model", OPENAI_MODELS)
+def test_anthropic_count_tokens(gateway: GatewayProcess, fake: FakeProviderThread, model: str) -> None:
+    """count_tokens to both schemas: Bedrock's CountTokens, Converse input or InvokeModel input."""
+    fake.reset()
+    counted = _anthropic(gateway).messages.count_tokens(
+        model=model,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "count these four words"}],
+        tools=[CLAUDE_TOOL],  # type: ignore[list-item]
+    )
+    assert counted.input_tokens == 2 + 4 + 1 + 5  # system, messages, tool name, tool description
+    upstream = fake.requests[-1]
+    assert upstream.path == f"/model/{CLAUDE}/count-tokens"
+    assert upstream.headers["authorization"].startswith("AWS4-HMAC-SHA256 ")
+    counted_input = upstream.json()["input"]
+    if model == "converse-claude":
+        assert set(counted_input["converse"]) == {"messages", "system", "toolConfig"}
+    else:
+        invoke = json.loads(base64.b64decode(counted_input["invokeModel"]["body"]))
+        assert invoke["anthropic_version"] == "bedrock-2023-05-31" and "model" not in invoke
+    with pytest.raises(anthropic.RateLimitError) as info:
+        _anthropic(gateway, **{"x-fake-status": "429"}).messages.count_tokens(
+            model=model, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert info.value.body["error"]["message"] == "fake error: status 429"  # type: ignore[index]
+    assert info.value.body["type"] == "error"  # type: ignore[index]

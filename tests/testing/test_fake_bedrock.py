@@ -257,3 +257,18 @@ def test_event_stream_checksum_error() -> None:
     assert [f.event_type for f in decoder.feed(good + bytes(frame) + good)] == ["messageStop"]
     assert decoder.error is not None and "invalid event stream frame" in decoder.error
     assert decoder.feed(good) == []
+
+
+def test_count_tokens_converse_and_invoke_model(bedrock: Any) -> None:
+    """boto3's CountTokens (botocore base64-encodes invokeModel.body, a blob) against the fake."""
+    converse = {"messages": _user("count these four words"), "system": [{"text": "Be brief."}]}
+    converse["toolConfig"] = TOOLS
+    counted = bedrock.count_tokens(modelId=NOVA, input={"converse": converse})
+    assert counted["inputTokens"] == 4 + 2 + 1 + 4  # messages, system, tool name, tool description
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10}
+    body["messages"] = [{"role": "user", "content": "a b"}]
+    counted = bedrock.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": json.dumps(body).encode()}})
+    assert counted["inputTokens"] == 2
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        bedrock.count_tokens(modelId=CLAUDE, input={"converse": {"messages": []}})
+    assert caught.value.response["Error"]["Code"] == "ValidationException"

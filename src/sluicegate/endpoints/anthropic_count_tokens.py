@@ -10,6 +10,10 @@ from sluicegate.translate.anthropic_anthropic import AnthropicToAnthropic
 from sluicegate.translate.anthropic_gcpanthropic import AnthropicToGCPAnthropic
 from sluicegate.translate.anthropic_gcpvertexai import AnthropicCountTokensToGCPVertexAI
 from sluicegate.translate.base import Translator
+from sluicegate.translate.counttokens_aws import (
+    AnthropicCountTokensToAWSAnthropic,
+    AnthropicCountTokensToAWSBedrock,
+)
 from sluicegate.upstream.forward import TranslatorFactory
 
 
@@ -30,6 +34,8 @@ TRANSLATORS: dict[str, TranslatorFactory] = {
     ),
     "GCPVertexAI": AnthropicCountTokensToGCPVertexAI,
     "GCPAnthropic": AnthropicToGCPAnthropic,
+    "AWSBedrock": AnthropicCountTokensToAWSBedrock,
+    "AWSAnthropic": AnthropicCountTokensToAWSAnthropic,
 }
 
 SPEC = EndpointSpec(

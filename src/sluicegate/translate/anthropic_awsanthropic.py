@@ -19,7 +19,7 @@ from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import claude
 from sluicegate.translate import converse as cv
-from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps, upstream_json_object
 from sluicegate.translate.eventstream import EventStreamDecoder
 
 DEFAULT_ANTHROPIC_VERSION = "bedrock-2023-05-31"
@@ -59,7 +59,7 @@ class AnthropicToAWSAnthropic:
         for name in _NOT_ON_BEDROCK:
             body.pop(name, None)
         body["anthropic_version"] = self.ref.backend.schema.version or DEFAULT_ANTHROPIC_VERSION
-        body = cv.apply_body_mutation(body, self.ref)
+        body = apply_body_mutation(body, self.ref)
         if self.stream:
             target = cv.model_target(self.response_model, "invoke-with-response-stream")
             headers = [

@@ -12,7 +12,7 @@ from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import converse as cv
-from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps, upstream_json_object
 from sluicegate.translate.eventstream import EventStreamDecoder
 
 _EVENT_STREAM = b"application/vnd.amazon.eventstream"
@@ -228,7 +228,7 @@ class AnthropicToAWSBedrock:
 
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """POST /model/{id}/converse or /converse-stream."""
-        body = cv.apply_body_mutation(self.converse_body(ctx), self.ref)
+        body = apply_body_mutation(self.converse_body(ctx), self.ref)
         if self.stream:
             target = cv.model_target(self.response_model, "converse-stream")
             accept = "application/vnd.amazon.eventstream"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sluicegate.core.context import RequestContext
 from sluicegate.translate import gemini as g
 from sluicegate.translate.anthropic_anthropic import AnthropicToAnthropic
-from sluicegate.translate.base import UpstreamRequest, dumps
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps
 from sluicegate.translate.openai_gcpanthropic import DEFAULT_VERSION, raw_predict_target, vertex_claude_body
 
 COUNT_TOKENS_MODEL = "count-tokens"  # Vertex counts Claude tokens through rawPredict on this model
@@ -22,7 +22,7 @@ class AnthropicToGCPAnthropic(AnthropicToAnthropic):
             body["model"] = model
             body["anthropic_version"] = self.ref.backend.schema.version or DEFAULT_VERSION
             target = g.model_target("anthropic", COUNT_TOKENS_MODEL, "rawPredict")
-            body = g.mutate(body, self.ref)
+            body = apply_body_mutation(body, self.ref)
         else:
             body = vertex_claude_body(body, self.ref)
             target = raw_predict_target(model, body.get("stream") is True)

@@ -12,7 +12,7 @@ from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import gemini as g
-from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps, upstream_json_object
 from sluicegate.translate.claude_openai import ClaudeEvents, claude_usage_of
 from sluicegate.translate.sse import SSEEvents
 
@@ -30,7 +30,7 @@ class AnthropicToGCPVertexAI:
 
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """The generateContent request for the Messages body."""
-        body = g.mutate(to_gemini(ctx.body or {}, self.model), self.ref)
+        body = apply_body_mutation(to_gemini(ctx.body or {}, self.model), self.ref)
         if self.stream:
             target = g.model_target("google", self.model, "streamGenerateContent", "alt=sse")
         else:
@@ -77,7 +77,7 @@ class AnthropicCountTokensToGCPVertexAI:
 
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """The countTokens request: contents, system instruction and tools of the Messages body."""
-        full = to_gemini(ctx.body or {}, self.model)
+        full = apply_body_mutation(to_gemini(ctx.body or {}, self.model), self.ref)
         body = {k: v for k, v in full.items() if k in ("contents", "systemInstruction", "tools")}
         target = g.model_target("google", self.model, "countTokens")
         return UpstreamRequest("POST", target, list(g.JSON_HEADERS), dumps(body))

@@ -7,7 +7,7 @@ import orjson
 from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
 from sluicegate.core.usage import Usage
-from sluicegate.translate.base import UpstreamRequest, dumps, mutated_body
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps, overridden_body
 from sluicegate.translate.claude import claude_error
 from sluicegate.translate.claude_openai import (
     OpenAIStreamToClaude,
@@ -36,9 +36,9 @@ class AnthropicToOpenAI:
 
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """The chat request (GatewayError 4xx when the Messages request cannot be translated)."""
-        body = mutated_body(ctx, self.ref) or ctx.body or {}
-        chat = claude_request_to_openai(body)
+        chat = claude_request_to_openai(overridden_body(ctx, self.ref))
         self.model = chat.get("model") or ctx.model
+        chat = apply_body_mutation(chat, self.ref)
         return UpstreamRequest("POST", self.target(ctx), [("content-type", "application/json")], dumps(chat))
 
     def response_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

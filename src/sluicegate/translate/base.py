@@ -42,19 +42,34 @@ class Translator(Protocol):
     response_model: str
 
 
+def overridden_body(ctx: RequestContext, ref: BackendRef) -> dict[str, Any]:
+    """The client's body with modelNameOverride applied (the body itself when there is none)."""
+    body = ctx.body or {}
+    if ref.model_name_override is None:
+        return body
+    return {**body, "model": ref.model_name_override}
+
+
+def apply_body_mutation(upstream_body: dict[str, Any], ref: BackendRef) -> dict[str, Any]:
+    """The backend's bodyMutation applied to the body sent upstream (after translation), in place.
+
+    As Envoy AI Gateway does: `remove` then `set`, on the top-level fields of the provider's body;
+    modelNameOverride is applied before translation (see overridden_body).
+    """
+    mutation = ref.body_mutation
+    for name in mutation.remove:
+        upstream_body.pop(name, None)
+    for name, value in mutation.set:
+        upstream_body[name] = value
+    return upstream_body
+
+
 def mutated_body(ctx: RequestContext, ref: BackendRef) -> dict[str, Any] | None:
-    """The body after modelNameOverride and bodyMutation, or None when nothing changes."""
+    """For passthroughs: the body after modelNameOverride and bodyMutation, or None when nothing changes."""
     mutation = ref.body_mutation
     if ref.model_name_override is None and not mutation.set and not mutation.remove:
         return None
-    body = dict(ctx.body or {})
-    if ref.model_name_override is not None:
-        body["model"] = ref.model_name_override
-    for name in mutation.remove:
-        body.pop(name, None)
-    for name, value in mutation.set:
-        body[name] = value
-    return body
+    return apply_body_mutation(dict(overridden_body(ctx, ref)), ref)
 
 
 def upstream_json_object(raw: bytes, provider: str) -> dict[str, Any]:

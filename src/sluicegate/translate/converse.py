@@ -8,7 +8,6 @@ from urllib.parse import quote
 
 import orjson
 
-from sluicegate.config.runtime import BackendRef
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 
@@ -64,16 +63,6 @@ def unprocessable(message: str, param: str | None = None) -> GatewayError:
 def model_target(model: str, operation: str) -> str:
     """`/model/{model id}/{operation}`, the id percent-encoded as boto3 does (`:` and `/` included)."""
     return f"/model/{quote(model, safe='')}/{operation}"
-
-
-def apply_body_mutation(body: dict[str, Any], ref: BackendRef) -> dict[str, Any]:
-    """The route's bodyMutation, applied to the upstream (translated) body as Envoy AI Gateway does."""
-    mutation = ref.body_mutation
-    for name in mutation.remove:
-        body.pop(name, None)
-    for name, value in mutation.set:
-        body[name] = value
-    return body
 
 
 def cache_point(cache_control: Any) -> dict[str, Any] | None:

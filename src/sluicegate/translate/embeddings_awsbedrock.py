@@ -16,7 +16,7 @@ from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import converse as cv
-from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps, upstream_json_object
 
 
 def titan_input(body: dict[str, Any]) -> str:
@@ -56,7 +56,7 @@ class EmbeddingsToAWSBedrock:
         if encoding not in ("float", "base64"):
             raise GatewayError(400, "'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
         self._base64 = encoding == "base64"
-        titan = cv.apply_body_mutation(titan, self.ref)
+        titan = apply_body_mutation(titan, self.ref)
         headers = [("content-type", "application/json"), ("accept", "application/json")]
         return UpstreamRequest("POST", cv.model_target(self.response_model, "invoke"), headers, dumps(titan))
 

@@ -11,7 +11,7 @@ from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import gemini as g
-from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps, upstream_json_object
 
 
 class EmbeddingsToGCPVertexAI:
@@ -26,7 +26,7 @@ class EmbeddingsToGCPVertexAI:
 
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """The predict request."""
-        body = g.mutate(to_predict(ctx.body or {}), self.ref)
+        body = apply_body_mutation(to_predict(ctx.body or {}), self.ref)
         target = g.model_target("google", self.model, "predict")
         return UpstreamRequest("POST", target, list(g.JSON_HEADERS), dumps(body))
 

@@ -13,7 +13,6 @@ from urllib.parse import quote, unquote_to_bytes
 
 import orjson
 
-from sluicegate.config.runtime import BackendRef
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 
@@ -392,16 +391,6 @@ def gemini_error(status: int, body: bytes, api: str) -> bytes:
     message, google_status = google_error(body)
     message = message or f"the Vertex AI backend returned status {status}"
     return GatewayError(status, message, code=google_status).body(api)
-
-
-def mutate(body: dict[str, Any], ref: BackendRef) -> dict[str, Any]:
-    """The backend's bodyMutation applied to the translated (upstream) body, as Envoy AI Gateway does."""
-    mutation = ref.body_mutation
-    for name in mutation.remove:
-        body.pop(name, None)
-    for name, value in mutation.set:
-        body[name] = value
-    return body
 
 
 def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:

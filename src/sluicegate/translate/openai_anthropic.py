@@ -9,7 +9,7 @@ import orjson
 from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
 from sluicegate.core.usage import Usage
-from sluicegate.translate.base import UpstreamRequest, dumps, mutated_body
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps, overridden_body
 from sluicegate.translate.claude import (
     ClaudeStreamToOpenAI,
     claude_error_to_openai,
@@ -120,7 +120,8 @@ class OpenAIToAnthropic(ClaudeResponseToOpenAI):
 
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """The Messages request for `/{prefix}/messages`."""
-        body = mutated_body(ctx, self.ref) or ctx.body or {}
+        body = overridden_body(ctx, self.ref)
         claude = openai_to_claude(body)
         self._expect(body, claude.get("model") or ctx.model)
+        claude = apply_body_mutation(claude, self.ref)
         return UpstreamRequest("POST", messages_target(self.ref), anthropic_headers(ctx), dumps(claude))

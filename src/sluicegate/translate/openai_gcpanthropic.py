@@ -5,7 +5,7 @@ from __future__ import annotations
 from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
 from sluicegate.translate import gemini as g
-from sluicegate.translate.base import UpstreamRequest, dumps
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps
 from sluicegate.translate.claude import openai_to_claude
 from sluicegate.translate.openai_anthropic import ClaudeResponseToOpenAI
 
@@ -16,7 +16,7 @@ def vertex_claude_body(body: dict, ref: BackendRef) -> dict:
     """A Messages body as rawPredict takes it: no `model`, `anthropic_version` from the schema."""
     body.pop("model", None)
     body["anthropic_version"] = ref.backend.schema.version or DEFAULT_VERSION
-    return g.mutate(body, ref)
+    return apply_body_mutation(body, ref)
 
 
 def raw_predict_target(model: str, stream: bool) -> str:

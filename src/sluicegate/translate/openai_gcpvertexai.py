@@ -12,7 +12,7 @@ from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
 from sluicegate.translate import gemini as g
-from sluicegate.translate.base import UpstreamRequest, dumps, upstream_json_object
+from sluicegate.translate.base import UpstreamRequest, apply_body_mutation, dumps, upstream_json_object
 from sluicegate.translate.sse import SSEEvents
 
 _PLAIN_CONFIG = (
@@ -47,7 +47,7 @@ class OpenAIToGCPVertexAI:
 
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """The generateContent request for the chat body."""
-        body = g.mutate(to_gemini(ctx.body or {}, self.model), self.ref)
+        body = apply_body_mutation(to_gemini(ctx.body or {}, self.model), self.ref)
         if self.stream:
             target = g.model_target("google", self.model, "streamGenerateContent", "alt=sse")
         else:
