@@ -50,10 +50,12 @@ def test_first_request_waits_for_the_first_token(fake: FakeProviderThread) -> No
 
 def test_refreshed_ahead_of_expiry_in_the_background(fake: FakeProviderThread) -> None:
     async def main() -> tuple[str, str, int]:
-        # tokens live 3600 s; a margin of 3599 s makes the refresher fetch again about a second later
-        provider = GCPCredential(credential(fake.base_url + "/token"), refresh_margin=3599)
+        # tokens that live 2 s are fetched again at half their life, well before they expire
+        state(fake.provider).token_lifetime = 2
+        provider = GCPCredential(credential(fake.base_url + "/token"))
         await provider.start()
-        first = provider.token
+        assert provider.refresher is not None
+        first = provider.refresher.value
         for _ in range(200):  # no request comes in meanwhile: the refresh is not on any request's path
             if provider.fetches >= 2:
                 break
@@ -61,6 +63,7 @@ def test_refreshed_ahead_of_expiry_in_the_background(fake: FakeProviderThread) -
         request = upstream()
         await provider.apply(request, "127.0.0.1")
         provider.close()
+        state(fake.provider).token_lifetime = 3600
         assert first is not None
         return first, dict(request.headers)["authorization"], provider.fetches
 

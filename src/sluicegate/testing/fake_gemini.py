@@ -3,9 +3,11 @@
 Paths: POST `.../publishers/google/models/{m}:generateContent | :streamGenerateContent[?alt=sse] |
 :predict | :countTokens`, POST `.../publishers/anthropic/models/{m}:rawPredict | :streamRawPredict`, and
 POST `/token`, which answers google-auth's jwt-bearer grant with `ya29.fake-N` tokens. Every Vertex path
-wants a Bearer token issued here (401 in Google's error shape otherwise). Scenarios come from the
-`x-fake-scenario` header: text, tool, parallel-tools, thinking, cached, error; thought signatures the
-fake hands out must come back intact (and, for gemini-3 models, on the first function call of a turn).
+wants a Bearer token issued here, or found in a registry appended to `state(provider).trusted` (such as
+fake_identity's Google STS and impersonation tokens); 401 in Google's error shape otherwise. Scenarios
+come from the `x-fake-scenario` header: text, tool, parallel-tools, thinking, cached, error; thought
+signatures the fake hands out must come back intact (and, for gemini-3 models, on the first function
+call of a turn).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import functools
 import hashlib
 import itertools
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -71,6 +74,7 @@ class VertexState:
 
     token_lifetime: int = 3600  # expires_in of the tokens /token hands out
     tokens: set[str] = field(default_factory=set)
+    trusted: list[Container[str]] = field(default_factory=list)  # other issuers' live token collections
     signatures: set[bytes] = field(default_factory=set)  # decoded: proto JSON takes either base64 alphabet
     token_requests: int = 0
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -344,7 +348,10 @@ async def _token(provider: FakeProvider, body: bytes) -> web.Response:
 
 def _authorized(provider: FakeProvider, request: web.BaseRequest) -> bool:
     header = request.headers.get("Authorization", "")
-    return header.startswith("Bearer ") and header[7:] in state(provider).tokens
+    if not header.startswith("Bearer "):
+        return False
+    vertex, token = state(provider), header[7:]
+    return token in vertex.tokens or any(token in tokens for tokens in vertex.trusted)
 
 
 async def handle(
