@@ -7,8 +7,10 @@ Retry-After.
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -159,7 +161,9 @@ spec:
     perRetry: {{backOff: {{baseInterval: 1ms, maxInterval: 2ms}}}}
   healthCheck: {{passive: {{consecutive5XxErrors: 0}}}}
 {"".join(backends)}{_aws()}"""
-    process = GatewayProcess(config, tmp_path_factory.mktemp("gw"))
+    folder = tmp_path_factory.mktemp("gw")
+    process = GatewayProcess(config, folder, args=["--access-log", str(folder / "access.log")])
+    process.access_log = folder / "access.log"  # type: ignore[attr-defined]
     yield process
     assert process.stop() == 0
 
@@ -326,3 +330,129 @@ spec:
         assert [r.path for r in good.requests] == ["/model/us.meta.llama3-2-1b-instruct-v1:0/converse"]
     finally:
         assert process.stop() == 0
+
+
+def _eventually(condition: Callable[[], object], seconds: float = 15.0) -> None:
+    """Poll until condition() is truthy, at most `seconds` (never a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_access_log_lists_the_attempts(gateway: GatewayProcess) -> None:
+    response = _chat(gateway, "refused", user="access-log-attempts")
+    assert response.status_code == 200
+    path: Path = gateway.access_log  # type: ignore[attr-defined]
+    found: list[dict] = []
+
+    def logged() -> bool:
+        lines = path.read_text().splitlines() if path.exists() else []
+        found[:] = [r for r in map(json.loads, lines) if r.get("gen_ai.original.model") == "refused"]
+        return bool(found)
+
+    _eventually(logged)
+    assert found[-1]["upstream_attempts"] == ["default/dead:connect-failure", "default/good-0:ok"]
+    assert found[-1]["attempts"] == 2
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    """An OpenAI-ish backend with a health endpoint; `up` switches both between 200 and 503."""
+
+    protocol_version = "HTTP/1.1"
+    up = True
+    chats = 0
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        up = type(self).up
+        self._answer(200 if up else 503, b'{"status": "ok"}' if up else b'{"status": "down"}')
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        type(self).chats += 1
+        if not type(self).up:
+            self._answer(503, b'{"error": {"message": "down", "type": "server_error"}}')
+            return
+        reply = {
+            "id": "chatcmpl-flaky",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "hc",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "primary"}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+        self._answer(200, json.dumps(reply).encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_active_health_check_moves_traffic_and_back(good: FakeProviderThread, tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = f"""
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: checked}}
+spec:
+  rules:{_rule("hc", "hc-primary", "hc-fallback", {})}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: checked}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: checked}}]
+  healthCheck:
+    passive: {{consecutive5XxErrors: 0}}  # only the active check takes the primary out
+    active:
+      type: HTTP
+      interval: 100ms
+      timeout: 1s
+      unhealthyThreshold: 2
+      healthyThreshold: 1
+      # the fake provider (the fallback) answers 404 on /healthz: that counts as healthy here
+      http: {{path: /healthz, expectedStatuses: [200, 404]}}
+{backend_yaml("hc-primary", server.server_address[1])}{backend_yaml("hc-fallback", good.port)}"""
+    process = GatewayProcess(config, tmp_path)
+    primary = 'sluicegate_upstream_healthy{backend="default/hc-primary"}'
+
+    def gauge(value: str) -> Callable[[], bool]:
+        return lambda: f"{primary} {value}" in httpx.get(process.admin_url + "/metrics").text
+
+    try:
+        _Flaky.up = True
+        _eventually(gauge("1.0"))
+        assert (
+            'sluicegate_upstream_healthy{backend="default/hc-fallback"} 1.0'
+            in httpx.get(process.admin_url + "/metrics").text
+        )
+        served = _chat(process, "hc")
+        assert served.status_code == 200 and served.headers["x-sluicegate-backend"] == "default/hc-primary"
+
+        _Flaky.up = False
+        _eventually(gauge("0.0"))
+        chats = _Flaky.chats
+        for _ in range(3):
+            response = _chat(process, "hc")
+            assert response.status_code == 200
+            assert response.headers["x-sluicegate-attempts"] == "1"  # no failed attempt on the primary first
+            assert response.headers["x-sluicegate-backend"] == "default/hc-fallback"
+        assert _Flaky.chats == chats
+
+        _Flaky.up = True
+        _eventually(gauge("1.0"))
+        back = _chat(process, "hc")
+        assert back.headers["x-sluicegate-attempts"] == "1"
+        assert back.headers["x-sluicegate-backend"] == "default/hc-primary"
+    finally:
+        assert process.stop() == 0
+        server.shutdown()

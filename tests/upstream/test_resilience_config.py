@@ -86,7 +86,7 @@ spec:
   targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]
   loadBalancer: {type: LeastRequest}
   timeout: {http: {requestTimeout: 90s}}
-  healthCheck: {active: {type: HTTP}}
+  healthCheck: {active: {type: GRPC}}  # loads, with a warning: GRPC probes are not enforced
 """
 
 

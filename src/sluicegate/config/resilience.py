@@ -14,6 +14,7 @@ from sluicegate.upstream.policy import (
     DEFAULT_STATUS_CODES,
     DEFAULT_TRIGGERS,
     TRIGGERS,
+    ActiveCheck,
     OutlierPolicy,
     Resilience,
     RetryPolicy,
@@ -57,7 +58,7 @@ class _Sections:
         self.retry = (
             self._retry(Fields(spec["retry"], "spec.retry", sink)) if _is_map(spec, "retry") else None
         )
-        self.outlier = None
+        self.outlier = self.active = None
         if _is_map(spec, "healthCheck"):
             self.outlier = self._health(Fields(spec["healthCheck"], "spec.healthCheck", sink))
         self.connect = self.request = None
@@ -124,8 +125,8 @@ class _Sections:
         )
 
     def _health(self, f: Fields) -> OutlierPolicy | None:
-        if f.accept("active") is not None:
-            self.warn(f.at("active"), "active health checks are accepted, not enforced yet")
+        if (active := f.mapping("active")) is not None:
+            self.active = self._active(active)
         passive = f.mapping("passive")
         f.done()
         if passive is None:
@@ -147,6 +148,57 @@ class _Sections:
             interval=d.interval if interval is None else interval,
             base_ejection=d.base_ejection if base is None else base,
             max_ejection_percent=d.max_ejection_percent if percent is None else percent,
+        )
+
+    def _active(self, f: Fields) -> ActiveCheck | None:
+        d = ActiveCheck()
+        kind = f.text("type", required=True, choices=("HTTP", "TCP", "GRPC"))
+        interval, timeout = _duration(f, "interval"), _duration(f, "timeout")
+        unhealthy = f.integer("unhealthyThreshold", low=1)
+        healthy = f.integer("healthyThreshold", low=1)
+        path, method, statuses = d.path, d.method, d.expected_statuses
+        if (http := f.mapping("http", required=kind == "HTTP")) is not None:
+            if kind != "HTTP":
+                f.sink.add(f.at("http"), "is only allowed with type: HTTP")
+            path = http.text("path", required=True) or path
+            if not path.startswith("/"):
+                http.sink.add(http.at("path"), 'must start with "/"')
+            method = (http.text("method") or method).upper()
+            listed = []
+            for at, code in http.items("expectedStatuses"):
+                if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599:
+                    listed.append(code)
+                else:
+                    http.sink.add(at, "must be an HTTP status code (100-599)")
+            if listed:
+                statuses = frozenset(listed)
+            if http.accept("expectedResponse") is not None:
+                self.warn(http.at("expectedResponse"), "accepted, not enforced (the status decides)")
+            http.done()
+        if (tcp := f.mapping("tcp", required=kind == "TCP")) is not None:
+            if kind != "TCP":
+                f.sink.add(f.at("tcp"), "is only allowed with type: TCP")
+            for key in ("send", "receive"):
+                if tcp.accept(key) is not None:
+                    self.warn(tcp.at(key), "accepted, not enforced (a connection that opens is healthy)")
+            tcp.done()
+        if f.accept("grpc") is not None and kind != "GRPC":
+            f.sink.add(f.at("grpc"), "is only allowed with type: GRPC")
+        f.done()
+        if kind == "GRPC":
+            self.warn(f.at("type"), "GRPC health checks are accepted, not enforced")
+            return None
+        if kind is None:
+            return None
+        return ActiveCheck(
+            type=kind,
+            path=path,
+            method=method,
+            expected_statuses=statuses,
+            interval=interval or d.interval,
+            timeout=timeout or d.timeout,
+            unhealthy_threshold=unhealthy or d.unhealthy_threshold,
+            healthy_threshold=healthy or d.healthy_threshold,
         )
 
     def _timeout(self, f: Fields) -> None:
@@ -189,6 +241,8 @@ def _merge(route: _Sections | None, gateway: _Sections | None) -> Resilience:
             out = replace(out, retry=sections.retry)
         if sections.outlier is not None:
             out = replace(out, outlier=sections.outlier)
+        if sections.active is not None:
+            out = replace(out, active=sections.active)
         if sections.balancer is not None:
             out = replace(out, balancer=sections.balancer)
         if sections.connect:
@@ -258,6 +312,9 @@ def describe(resilience: Resilience) -> str:
         parts.append(f"{retry.attempts_per_priority} per priority")
     if outlier.consecutive_5xx or outlier.consecutive_gateway or outlier.consecutive_local:
         parts.append(f"ejection {outlier.base_ejection:g}s")
+    if (active := resilience.active) is not None:
+        probe = f"{active.method} {active.path}" if active.type == "HTTP" else "TCP"
+        parts.append(f"health check {probe} every {active.interval:g}s")
     parts.append(f"balancer {resilience.balancer}")
     if resilience.stream_idle_timeout:
         parts.append(f"stream idle {resilience.stream_idle_timeout:g}s")

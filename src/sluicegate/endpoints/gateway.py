@@ -23,6 +23,7 @@ from sluicegate.filters.observe import observe_filters, observe_upstream
 from sluicegate.filters.rate_limit import RateLimit
 from sluicegate.filters.route_match import RouteMatch
 from sluicegate.ratelimit.stores import Stores, open_stores
+from sluicegate.upstream.active_health import ActiveHealthChecks
 from sluicegate.upstream.forward import Forwarder
 from sluicegate.upstream.pool import Pools
 
@@ -41,6 +42,7 @@ class Gateway:
     def __init__(self, config: RuntimeConfig, pools: Pools, stores: Stores | None = None) -> None:
         self.pools = pools
         self.stores = stores if stores is not None else open_stores(None)  # kept across reloads
+        self.health_checks: ActiveHealthChecks | None = None
         self.use(config)
 
     def use(self, config: RuntimeConfig) -> None:
@@ -55,6 +57,10 @@ class Gateway:
         self.chain = FilterChain(filters)
         self.forwarder = Forwarder(config, self.pools)
         observe_upstream(self.pools)
+        if self.health_checks is not None:
+            self.health_checks.stop()  # the old config's probes; the new config starts its own
+        self.health_checks = ActiveHealthChecks(config, self.pools)
+        self.health_checks.start()
 
     async def handle(self, request: Request, client: ClientWriter) -> None:
         """Dispatch on path; every failure becomes an error in the client API's format."""

@@ -57,6 +57,7 @@ def entry(ctx: RequestContext, provider: str, now: float | None = None) -> dict[
         "route": ctx.rule.route if ctx.rule is not None else None,
         "backend": ref.backend.name if ref is not None else None,
         "attempts": ctx.attempts,
+        "upstream_attempts": ctx.attempt_log or None,  # "backend:outcome" of each attempt, in order
         "token_latency_ttft": round((ctx.first_byte_at - ctx.started_at) * 1000, 3)
         if ctx.stream and ctx.first_byte_at
         else None,

@@ -1,11 +1,13 @@
 """AWS Bedrock runtime for the fake provider: Converse, ConverseStream, InvokeModel (Claude, Titan embed).
 
-POST /model/{id}/converse, /converse-stream, /invoke and /invoke-with-response-stream, as boto3's
-`bedrock-runtime` client speaks them: JSON, the binary event stream, Bedrock's error shape
+POST /model/{id}/converse, /converse-stream, /invoke, /invoke-with-response-stream and /count-tokens,
+as boto3's `bedrock-runtime` client speaks them: JSON, the binary event stream, Bedrock's error shape
 (`{"message"}` + `x-amzn-errortype`). A request that carries a SigV4 signature is verified against the
-test credentials (AKIDFAKE / FAKE_SECRET_KEY) with botocore; a mismatch is a 403, and every answer says
-`x-fake-sigv4: valid | absent`. Scenarios (`x-fake-scenario`) and answers are fake_anthropic's, so every
-Claude-family dialect of the fake behaves alike.
+test credentials (AKIDFAKE / FAKE_SECRET_KEY), or any key registered with `trusted_keys` (e.g. the
+temporary keys fake_identity's STS issues, whose session token must come in `x-amz-security-token`), with
+botocore; a mismatch is a 403, and every answer says `x-fake-sigv4: valid | absent`. Scenarios
+(`x-fake-scenario`) and answers are fake_anthropic's, so every Claude-family dialect of the fake
+behaves alike.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import uuid
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -36,7 +39,8 @@ if TYPE_CHECKING:
 
 FAKE_ACCESS_KEY = "AKIDFAKE"
 FAKE_SECRET_KEY = "fake/Secret+Key0123456789abcdefghijklmnop"
-OPERATIONS = ("converse", "converse-stream", "invoke", "invoke-with-response-stream")
+OPERATIONS = ("converse", "converse-stream", "invoke", "invoke-with-response-stream", "count-tokens")
+COUNT_CONVERSE_FIELDS = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
 TITAN_DIMENSIONS = {"amazon.titan-embed-text-v1": 1536}
 TITAN_DEFAULT_DIMENSIONS = 1024
 CONVERSE_FIELDS = frozenset(
@@ -104,7 +108,32 @@ def status_error(knobs: Knobs) -> web.Response:
     return response
 
 
-def signature_check(method: str, raw_path: str, headers: dict[str, str], body: bytes) -> str | None:
+KeyRegistry = Mapping[str, tuple[str, str | None]]  # access key id -> (secret key, session token)
+
+
+def trusted_keys(provider: FakeProvider) -> list[KeyRegistry]:
+    """The key registries this provider accepts; starts with AKIDFAKE. Append a live mapping (such as
+    `FakeIdentity.state.aws_credentials`, filled by its STS) to accept keys issued later."""
+    found = getattr(provider, "aws_keys", None)
+    if found is None:
+        found = provider.aws_keys = [{FAKE_ACCESS_KEY: (FAKE_SECRET_KEY, None)}]  # type: ignore[attr-defined]
+    return found
+
+
+def _lookup(access_key: str, registries: Iterable[KeyRegistry]) -> tuple[str, str | None] | None:
+    for registry in registries:
+        if access_key in registry:
+            return registry[access_key]
+    return None
+
+
+def signature_check(
+    method: str,
+    raw_path: str,
+    headers: dict[str, str],
+    body: bytes,
+    registries: Iterable[KeyRegistry] = ({FAKE_ACCESS_KEY: (FAKE_SECRET_KEY, None)},),
+) -> str | None:
     """None when the SigV4 signature is right (or absent), else what is wrong with it."""
     authorization = headers.get("authorization")
     if authorization is None:
@@ -116,7 +145,13 @@ def signature_check(method: str, raw_path: str, headers: dict[str, str], body: b
         signed, given = fields["SignedHeaders"].split(";"), fields["Signature"]
     except (KeyError, ValueError):
         return "The Authorization header is malformed."
-    if algorithm != "AWS4-HMAC-SHA256" or access_key != FAKE_ACCESS_KEY:
+    known = _lookup(access_key, registries)
+    if algorithm != "AWS4-HMAC-SHA256" or known is None:
+        return "The security token included in the request is invalid."
+    secret_key, session_token = known
+    if session_token is not None and (
+        headers.get("x-amz-security-token") != session_token or "x-amz-security-token" not in signed
+    ):
         return "The security token included in the request is invalid."
     amz_date = headers.get("x-amz-date", "")
     if not amz_date.startswith(day) or "host" not in signed:
@@ -128,7 +163,7 @@ def signature_check(method: str, raw_path: str, headers: dict[str, str], body: b
         headers={h: headers.get(h, "") for h in signed},
     )
     request.context["timestamp"] = amz_date
-    signer = SigV4Auth(Credentials(FAKE_ACCESS_KEY, FAKE_SECRET_KEY), service, region)
+    signer = SigV4Auth(Credentials(access_key, secret_key, session_token), service, region)
     expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
     if expected != given:
         return (
@@ -214,6 +249,7 @@ def converse_view(data: dict[str, Any]) -> dict[str, Any]:
     tools = [
         {
             "name": t["toolSpec"].get("name"),
+            "description": t["toolSpec"].get("description"),
             "input_schema": (t["toolSpec"].get("inputSchema") or {}).get("json"),
         }
         for t in tool_config.get("tools") or ()
@@ -325,6 +361,33 @@ def titan_embedding(model: str, data: dict[str, Any], knobs: Knobs) -> dict[str,
     return {"embedding": fmt.embedding_vector(text, dimensions), "inputTextTokenCount": tokens}
 
 
+def count_tokens(model: str, data: dict[str, Any]) -> int:
+    """CountTokens: `{"input": {"converse": {...}}}` or `{"input": {"invokeModel": {"body": b64}}}`."""
+    counted = data.get("input")
+    if set(data) - {"input"} or not isinstance(counted, dict) or len(counted) != 1:
+        raise ValidationError("Malformed input request: input must hold exactly one of converse, invokeModel")
+    if isinstance(counted.get("converse"), dict):
+        converse = counted["converse"]
+        extra = set(converse) - COUNT_CONVERSE_FIELDS
+        if extra:
+            key = sorted(extra)[0]
+            raise ValidationError(f"Malformed input request: extraneous key [{key}] is not permitted")
+        return claude.count_tokens(converse_view(converse))
+    invoke = counted.get("invokeModel")
+    if not isinstance(invoke, dict) or not isinstance(invoke.get("body"), str):
+        raise ValidationError("Malformed input request: input must hold exactly one of converse, invokeModel")
+    if not _is_claude(model):
+        raise ValidationError("The provided model identifier is invalid.")
+    try:
+        body = orjson.loads(base64.b64decode(invoke["body"], validate=True))
+    except (binascii.Error, ValueError):
+        raise ValidationError("Malformed input request: invokeModel.body is not base64 JSON") from None
+    if not isinstance(body, dict) or not str(body.get("anthropic_version", "")).startswith("bedrock-"):
+        raise ValidationError("Malformed input request: anthropic_version is required (bedrock-2023-05-31)")
+    claude.check_request(body, ("anthropic_version", "anthropic_beta"), require_model=False)
+    return claude.count_tokens(body)
+
+
 def _is_claude(model: str) -> bool:
     return "anthropic" in model or "claude" in model
 
@@ -364,7 +427,7 @@ async def handle(
     """One Bedrock runtime call."""
     headers = {k.lower(): v for k, v in request.headers.items()}
     raw_path = request.raw_path
-    problem = signature_check(request.method, raw_path, headers, body)
+    problem = signature_check(request.method, raw_path, headers, body, trusted_keys(provider))
     if problem is not None:
         error_type = "UnrecognizedClientException" if "token" in problem else "InvalidSignatureException"
         return error_response(403, problem, error_type)
@@ -383,7 +446,9 @@ async def handle(
     except ValidationError as exc:
         return error_response(400, str(exc))
     try:
-        if operation in ("converse", "converse-stream"):
+        if operation == "count-tokens":
+            reply = orjson.dumps({"inputTokens": count_tokens(model, data)})
+        elif operation in ("converse", "converse-stream"):
             if model.startswith("amazon.titan-embed"):
                 raise ValidationError("This model doesn't support the Converse API.")
             view = converse_view(data)

@@ -181,7 +181,11 @@ class Forwarder:
         if ctx.trace is not None:
             ctx.trace.attempt(ref, upstream.headers)  # a child span; traceparent for the backend
         self._endpoint_turn += 1
-        pool = self.pools.get(backend.endpoints[self._endpoint_turn % len(backend.endpoints)])
+        endpoints = backend.endpoints
+        state = self.health.state(backend.name)
+        if state.down and len(endpoints) > 1:  # skip endpoints active health checks found down
+            endpoints = tuple(e for e in endpoints if e not in state.down) or endpoints
+        pool = self.pools.get(endpoints[self._endpoint_turn % len(endpoints)])
         provider = self.credentials.get(backend.name)
         if provider is not None:
             upstream.client_headers = ctx.request.headers
@@ -193,7 +197,6 @@ class Forwarder:
             left = max(deadline - time.monotonic(), 0.001)
             if timeout is None or left < timeout:
                 timeout, said = left, ctx.rule.request_timeout  # type: ignore[union-attr]
-        state = self.health.state(backend.name)
         state.outstanding += 1
         try:
             return await self._send(ctx, ref, pool, upstream, translator, client, plan, (timeout, said), api)

@@ -1,4 +1,5 @@
-"""What the gateway saw of each backend: resting after Retry-After, outlier ejection, load, latency."""
+"""What the gateway saw of each backend: resting after Retry-After, outlier ejection,
+active health checks, load, latency."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class BackendState:
         "consecutive_5xx",
         "consecutive_gateway",
         "consecutive_local",
+        "down",
         "ejected_at",
         "ejected_until",
         "ejections",
@@ -28,6 +30,7 @@ class BackendState:
         "ewma_at",
         "outstanding",
         "rest_until",
+        "unhealthy",
     )
 
     def __init__(self) -> None:
@@ -41,6 +44,8 @@ class BackendState:
         self.outstanding = 0  # attempts in flight
         self.ewma = 0.0  # peak EWMA of the time to the response head, seconds; 0 = not measured yet
         self.ewma_at = 0.0
+        self.down: set[object] = set()  # endpoints active health checks found unhealthy
+        self.unhealthy = False  # every endpoint is down: skipped like an ejected backend
 
     def available_at(self) -> float:
         """When the backend may be tried again without being the last resort."""
@@ -64,6 +69,28 @@ class Health:
         """Skip the backend for `seconds` (a 429 or 503 came with Retry-After)."""
         state = self.state(name)
         state.rest_until = max(state.rest_until, now + seconds)
+
+    def mark(self, name: str, endpoint: object, healthy: bool, endpoints: int) -> bool:
+        """An active health check's verdict on one of the backend's `endpoints`; True when the backend's
+        health changed (it is unhealthy while all its endpoints are down)."""
+        state = self.state(name)
+        if healthy:
+            state.down.discard(endpoint)
+        else:
+            state.down.add(endpoint)
+        was, state.unhealthy = state.unhealthy, len(state.down) >= max(endpoints, 1)
+        return was != state.unhealthy
+
+    def clear_marks(self, keep: set[str]) -> list[str]:
+        """Forget active-check verdicts of backends no longer checked; their names, when they were down."""
+        revived = []
+        for name, state in self.states.items():
+            if name not in keep and state.down:
+                if state.unhealthy:
+                    revived.append(name)
+                state.down.clear()
+                state.unhealthy = False
+        return revived
 
     def observe_latency(self, name: str, seconds: float, now: float) -> None:
         """Peak EWMA: a slower sample takes over at once, a faster one fades in with time and count."""

@@ -1,10 +1,10 @@
-"""Counters of attempts, retries, failovers and ejections per backend (Prometheus, default registry)."""
+"""Counters of attempts, retries, failovers, ejections and active health per backend (Prometheus)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 ATTEMPTS = Counter(
     "sluicegate_upstream_attempts", "Attempts sent to a backend, by outcome.", ["backend", "outcome"]
@@ -15,6 +15,9 @@ FAILOVERS = Counter(
 )
 EJECTIONS = Counter("sluicegate_upstream_ejections", "Outlier ejections of a backend.", ["backend"])
 RESTS = Counter("sluicegate_upstream_rests", "Times a backend's Retry-After made us skip it.", ["backend"])
+HEALTHY = Gauge(
+    "sluicegate_upstream_healthy", "1 while active health checks find a backend healthy, else 0.", ["backend"]
+)
 
 _ATTEMPT_CHILDREN: dict[tuple[str, str], Any] = {}
 

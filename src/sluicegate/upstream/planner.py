@@ -55,7 +55,7 @@ class RulePlan:
             state = states.get(ref.backend.name)
             if state is None:
                 continue
-            if state.rest_until > now:
+            if state.rest_until > now or state.unhealthy:
                 out.add(ref.backend.name)
             elif state.ejected_until > now:
                 ejected.append((state.ejected_at, ref.backend.name))
@@ -102,6 +102,10 @@ class RulePlan:
     def _latency_cost(self, ref: BackendRef) -> float:
         state = self._state(ref)
         return state.ewma * (state.outstanding + 1) / max(ref.weight, 1)
+
+
+def _least_bad(state: BackendState | None) -> tuple[bool, float]:
+    return (False, 0.0) if state is None else (state.unhealthy, state.available_at())
 
 
 class Attempts:
@@ -157,10 +161,11 @@ class Attempts:
             else:
                 self.tier, self.in_tier = index, 1
             return plan.pick(fresh or ready)
-        # every backend rests or is ejected: try the one that comes back first rather than fail closed
+        # every backend rests, is ejected or unhealthy: try the one that comes back first (a backend
+        # active checks found unhealthy last) rather than fail closed
         states = plan.health.states
         everyone = [ref for tier in tiers for ref in tier]
-        ref = min(everyone, key=lambda r: s.available_at() if (s := states.get(r.backend.name)) else 0.0)
+        ref = min(everyone, key=lambda r: _least_bad(states.get(r.backend.name)))
         self.tier = next(i for i, t in enumerate(tiers) if ref in t)
         self.in_tier += 1
         return ref

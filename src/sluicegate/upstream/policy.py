@@ -79,6 +79,20 @@ class OutlierPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveCheck:
+    """Active health: probe each endpoint of a backend off the request path (healthCheck.active)."""
+
+    type: str = "HTTP"  # HTTP | TCP (a connection that opens is healthy)
+    path: str = "/"
+    method: str = "GET"
+    expected_statuses: frozenset[int] = frozenset({200})
+    interval: float = 3.0  # seconds between probes
+    timeout: float = 1.0  # seconds a probe may take
+    unhealthy_threshold: int = 3  # failed probes in a row that mark an endpoint unhealthy
+    healthy_threshold: int = 1  # passed probes in a row that mark it healthy again
+
+
+@dataclass(frozen=True, slots=True)
 class Resilience:
     """Everything the planner and the attempt loop need for one rule."""
 
@@ -88,6 +102,7 @@ class Resilience:
     connect_timeout: float = 10.0
     stream_idle_timeout: float | None = None  # None: the request timeout between stream chunks
     max_retry_after: float = 300.0  # a longer Retry-After rests the backend this long at most
+    active: ActiveCheck | None = None  # active health checks of the rule's backends
 
 
 DEFAULT_RESILIENCE = Resilience()

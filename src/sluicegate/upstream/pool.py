@@ -103,6 +103,13 @@ class Pool:
             connection = self.idle.pop()
             if not connection.closed:
                 return connection
+        connection = await self.dial(connect_timeout)
+        self.opened += 1
+        self.connections.add(connection)
+        return connection
+
+    async def dial(self, connect_timeout: float = 10.0) -> UpstreamConnection:
+        """A new connection of the caller's own, outside the pool (health checks dial with this)."""
         address = await self.dns.address(self.endpoint.host, self.endpoint.port)
         try:
             async with asyncio.timeout(connect_timeout):
@@ -119,8 +126,6 @@ class Pool:
             raise UpstreamError(f"connect timeout after {connect_timeout:g}s") from exc
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError(exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)) from exc
-        self.opened += 1
-        self.connections.add(connection)
         return connection
 
     def release(self, connection: UpstreamConnection) -> None:
