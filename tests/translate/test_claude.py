@@ -1,4 +1,4 @@
-"""OpenAI <-> Anthropic translators: golden tables per pair, and the conversions' edges.
+"""OpenAI <-> Anthropic translators (and the OpenAI passthroughs): golden tables per pair, and edges.
 
 Each case under tests/golden/<pair>/<case>/ holds config.json, request.json, upstream_request.json,
 upstream_response.json and client_response.json (streams as event lists, fed to the translator in small
@@ -30,11 +30,18 @@ from sluicegate.translate.claude import (
 )
 from sluicegate.translate.claude_openai import OpenAIStreamToClaude, claude_request_to_openai
 from sluicegate.translate.openai_anthropic import OpenAIToAnthropic
+from sluicegate.translate.openai_azureopenai import OpenAIToAzureOpenAI
+from sluicegate.translate.openai_openai import OpenAIToOpenAI
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 REGOLDEN = os.environ.get("SLUICEGATE_REGOLDEN") == "1"
 ENDPOINTS = (Endpoint("127.0.0.1", 1, False),)
-PAIRS = {"openai_anthropic": "chat", "anthropic_openai": "messages", "anthropic_anthropic": "messages"}
+PAIRS = {
+    "openai_anthropic": "chat",
+    "anthropic_openai": "messages",
+    "anthropic_anthropic": "messages",
+    "openai_openai": "chat",
+}
 CASES = [(pair, p.name) for pair in PAIRS for p in sorted((GOLDEN / pair).iterdir()) if p.is_dir()]
 
 
@@ -63,6 +70,8 @@ def make_translator(pair: str, config: dict[str, Any], request: dict[str, Any]) 
         return OpenAIToAnthropic(ctx, ref), ctx
     if pair == "anthropic_anthropic":
         return AnthropicToAnthropic(ctx, ref), ctx
+    if pair == "openai_openai":
+        return (OpenAIToAzureOpenAI if schema.name == "AzureOpenAI" else OpenAIToOpenAI)(ctx, ref), ctx
     factory = AnthropicToAzureOpenAI if schema.name == "AzureOpenAI" else AnthropicToOpenAI
     return factory(ctx, ref), ctx
 
@@ -117,7 +126,8 @@ def test_golden(pair: str, case: str) -> None:
         "headers": [list(h) for h in upstream.headers],
         "body": orjson.loads(upstream.body),
     }
-    if pair == "anthropic_anthropic" and "model_name_override" not in config:
+    passthrough = pair in ("anthropic_anthropic", "openai_openai")
+    if passthrough and "model_name_override" not in config and "body_mutation" not in config:
         assert upstream.body is ctx.request.body  # passthrough-first: the client's bytes
     response = load(pair, case, "upstream_response")
     status, headers = response["status"], [(k.encode(), v.encode()) for k, v in response["headers"].items()]
@@ -139,7 +149,7 @@ def test_golden(pair: str, case: str) -> None:
             out.append(sent)
             usage = got or usage
             relayed = b"".join(out)
-            if pair == "anthropic_anthropic":
+            if passthrough:
                 assert relayed == wire  # the stream is relayed untouched
             client["events"] = parse_stream(relayed, anthropic=pair.startswith("anthropic_"))
         else:
