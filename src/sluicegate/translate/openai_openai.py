@@ -10,7 +10,7 @@ from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
 from sluicegate.core.usage import Usage
 from sluicegate.translate.base import UpstreamRequest, dumps, mutated_body
-from sluicegate.translate.sse import SSEEvents
+from sluicegate.translate.sse import CompleteEvents, payloads
 
 # operation -> path below the schema prefix
 PATHS = {"chat": "chat/completions", "completion": "completions", "embeddings": "embeddings"}
@@ -24,7 +24,7 @@ class OpenAIToOpenAI:
         self.operation = ctx.operation
         self.stream = ctx.stream
         self.response_model = ""
-        self._events: SSEEvents | None = None
+        self._events: CompleteEvents | None = None
         self._parts: list[bytes] = []
         self._strip = _UsageStripper() if ctx.force_usage and ctx.stream else None
 
@@ -48,18 +48,26 @@ class OpenAIToOpenAI:
         """Upstream headers as they are."""
         for name, value in headers:
             if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
-                self._events = SSEEvents()
+                self._events = CompleteEvents()
         return headers
 
     def response_body(self, chunk: bytes, end: bool) -> tuple[bytes, Usage | None]:
         """Pass bytes through; read usage and model from the JSON body or the stream's events."""
         if self._events is not None:
             usage = None
-            for payload in self._events.feed(chunk) if chunk else ():
-                if payload == b"[DONE]" or not payload.startswith(b"{"):
-                    continue
-                # OpenAI puts `"usage":null` on every chunk once usage is asked for: parse only a real one.
-                if not self.response_model or (b'"usage"' in payload and b'"usage":null' not in payload):
+            block = self._events.feed(chunk) if chunk else b""
+            # Per chunk only C-level scans: the first event is parsed once for the model, and only the
+            # events holding a real usage object (OpenAI puts `"usage":null` on every chunk once usage is
+            # asked for) are parsed for usage.
+            if block and not self.response_model:
+                first = block.find(b"\n\n")
+                for payload in payloads(block if first < 0 else block[:first]):
+                    self._read_event(payload)
+            for match in _USAGE_OBJECT.finditer(block) if block else ():
+                start = block.rfind(b"\n\n", 0, match.start())
+                start = 0 if start < 0 else start + 2
+                stop = block.find(b"\n\n", match.end())
+                for payload in payloads(block[start : stop if stop >= 0 else len(block)]):
                     usage = self._read_event(payload) or usage
             if self._strip is not None:
                 chunk = self._strip.feed(chunk, end)
