@@ -320,15 +320,7 @@ class _StreamToClaude:
 
     def feed(self, chunk: bytes) -> bytes:
         """The Anthropic events for the Gemini events this chunk completes."""
-        out = []
-        for payload in self._sse.feed(chunk):
-            try:
-                event = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                out.append(self._event(event))
-        return b"".join(out)
+        return b"".join([self._event(event) for event in self._sse.objects(chunk)])
 
     def finish(self) -> bytes:
         """Any last event, then message_delta (stop reason, usage) and message_stop."""

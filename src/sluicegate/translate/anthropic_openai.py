@@ -54,16 +54,7 @@ class AnthropicToOpenAI:
         stream = self._stream
         if stream is not None:
             assert self._events is not None
-            out = []
-            for payload in self._events.feed(chunk) if chunk else ():
-                if not payload.startswith(b"{"):
-                    continue  # [DONE]
-                try:
-                    parsed = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    continue
-                if isinstance(parsed, dict):
-                    out.append(stream.chunk(parsed))
+            out = [stream.chunk(parsed) for parsed in self._events.objects(chunk)] if chunk else []
             if end:
                 out.append(stream.finish())
             self.response_model = stream.model

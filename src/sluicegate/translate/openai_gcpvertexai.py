@@ -399,15 +399,7 @@ class _StreamToOpenAI:
 
     def feed(self, chunk: bytes) -> bytes:
         """The OpenAI events for the Gemini events this chunk completes."""
-        out = []
-        for payload in self._events.feed(chunk):
-            try:
-                event = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                out.append(self._event(event))
-        return b"".join(out)
+        return b"".join([self._event(event) for event in self._events.objects(chunk)])
 
     def finish(self) -> bytes:
         """The rest of the stream: any last event, the usage chunk if asked for, [DONE]."""

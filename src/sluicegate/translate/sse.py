@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 _MAX_TAIL = 1024 * 1024  # an event larger than this is not inspected
 
 
@@ -44,3 +48,16 @@ class SSEEvents:
         """The data payloads of the events completed by this chunk (multi-line data joined by \\n)."""
         block = self._events.feed(chunk)
         return payloads(block) if block else []
+
+    def objects(self, chunk: bytes) -> list[dict[str, Any]]:
+        """The completed events whose payload is a JSON object, parsed (others, like [DONE], skipped)."""
+        out = []
+        for payload in self.feed(chunk):
+            if payload.startswith(b"{"):
+                try:
+                    event = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(event, dict):
+                    out.append(event)
+        return out
