@@ -62,6 +62,14 @@ def load_startup_config(
     return compile_resources(auto.documents), list(auto.notes)
 
 
+_STOP_REQUESTED = False  # a worker got SIGTERM/SIGINT before its event loop handled signals
+
+
+def _stop_early(_signum: int, _frame: object) -> None:
+    global _STOP_REQUESTED
+    _STOP_REQUESTED = True
+
+
 def run(options: RunOptions) -> int:
     """Run until SIGTERM/SIGINT; with several workers, fork them onto one port (SO_REUSEPORT)."""
     config, notes = load_startup_config(options, os.environ)  # ConfigError surfaces before any fork
@@ -88,6 +96,8 @@ def run(options: RunOptions) -> int:
     for index in range(options.workers):
         pid = os.fork()
         if pid == 0:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # until the loop takes over
+                signal.signal(signum, _stop_early if signum != signal.SIGHUP else signal.SIG_IGN)
             code = 1
             try:
                 code = uvloop.run(_serve(options, config, worker=index))
@@ -167,6 +177,8 @@ async def _serve(options: RunOptions, config: RuntimeConfig | None, worker: int)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if _STOP_REQUESTED:
+        stop.set()  # asked to stop while starting up: drain (nothing) and exit cleanly
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(options, gateway, dns)))
     await stop.wait()
 
