@@ -12,7 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_CUMULATIVE
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import GatewayProcess, backend_yaml
@@ -61,22 +63,31 @@ spec:
 
 
 class OtlpReceiver:
-    """An OTLP/HTTP trace receiver on a loopback port that decodes each protobuf export."""
+    """An OTLP/HTTP trace and metrics receiver on a loopback port that decodes each protobuf export."""
 
     def __init__(self) -> None:
         self.spans: list = []
+        self.metric_exports: list[ExportMetricsServiceRequest] = []
+        self.metric_headers: list[dict[str, str]] = []
         self.content_types: list[str] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
                 receiver.content_types.append(self.headers["content-type"])
-                for resource_spans in request.resource_spans:
-                    for scope_spans in resource_spans.scope_spans:
-                        receiver.spans.extend(scope_spans.spans)
+                if self.path == "/v1/metrics":
+                    metrics = ExportMetricsServiceRequest()
+                    metrics.ParseFromString(body)
+                    receiver.metric_exports.append(metrics)
+                    receiver.metric_headers.append({k.lower(): v for k, v in self.headers.items()})
+                else:
+                    assert self.path == "/v1/traces", self.path
+                    request = ExportTraceServiceRequest()
+                    request.ParseFromString(body)
+                    for resource_spans in request.resource_spans:
+                        for scope_spans in resource_spans.scope_spans:
+                            receiver.spans.extend(scope_spans.spans)
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")
@@ -120,8 +131,12 @@ def run(fake: FakeProviderThread, tmp_path_factory: pytest.TempPathFactory) -> I
         **__import__("os").environ,
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
         "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-otlp-token=t%20k,x-other=1",
+        "OTEL_SERVICE_NAME": "obs-gw",
     }
     env.pop("OTEL_SDK_DISABLED", None)
+    env.pop("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", None)
     config = CONFIG.format(fake=backend_yaml("fake", fake.port, api_key=SECRET))
     args = ["--access-log", str(log_path), "--metrics-header-labels", "x-tenant-id:tenant"]
     gateway = GatewayProcess(config, tmp, args=args, env=env)
@@ -163,6 +178,8 @@ def run(fake: FakeProviderThread, tmp_path_factory: pytest.TempPathFactory) -> I
     assert code == 0
     yield {
         "metrics": scraped,
+        "metric_exports": list(receiver.metric_exports),
+        "metric_headers": list(receiver.metric_headers),
         "spans": list(receiver.spans),
         "content_types": receiver.content_types,
         "upstream": upstream,
@@ -259,6 +276,7 @@ def test_traces_continue_the_client_trace_and_reach_the_upstream(run: dict) -> N
     assert attrs["gen_ai.provider.name"] == "openai"
     assert attrs["session.id"] == "sess-9"
     assert "gen_ai.input.messages" not in attrs  # content capture is off
+    assert not any("gen_ai.output.messages" in attributes(s) for s in spans)
     child = next(s for s in clients if s.trace_id.hex() == TRACE_ID)
     assert child.parent_span_id == first.span_id
     # the backend saw our attempt span as its parent, in the client's trace
@@ -267,6 +285,115 @@ def test_traces_continue_the_client_trace_and_reach_the_upstream(run: dict) -> N
     assert len(sent) == attempts and len(set(sent)) == attempts  # one span, one traceparent per attempt
     failed = next(s for s in servers if attributes(s).get("http.response.status_code") == 500)
     assert failed.status.code == failed.status.STATUS_CODE_ERROR
+
+
+def otlp_points(export: ExportMetricsServiceRequest, name: str) -> tuple[str, list]:
+    """(the data kind, the points) of the metric called `name` in one metrics export."""
+    for resource_metrics in export.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == name:
+                    kind = metric.WhichOneof("data")
+                    return kind, list(getattr(metric, kind).data_points)
+    return "", []
+
+
+def test_metrics_are_exported_over_otlp(run: dict) -> None:
+    exports, headers = run["metric_exports"], run["metric_headers"]
+    assert len(exports) >= 2  # on the interval, and once more on shutdown
+    assert all(h["x-otlp-token"] == "t k" and h["x-other"] == "1" for h in headers)
+    assert all(h["content-type"] == "application/x-protobuf" for h in headers)
+    last = exports[-1]  # cumulative: the final flush has every request
+    resource = attributes(last.resource_metrics[0].resource)
+    assert resource["service.name"] == "obs-gw"
+
+    kind, points = otlp_points(last, "gen_ai.client.token.usage")
+    assert kind == "histogram"
+    common = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.original.model": "obs-model",
+        "gen_ai.request.model": "obs-model",
+    }
+    inputs = [
+        p
+        for p in points
+        if all(attributes(p).get(k) == v for k, v in {**common, "gen_ai.token.type": "input"}.items())
+    ]
+    assert sum(p.sum for p in inputs) == 7 + 7 + 3 and sum(p.count for p in inputs) == 3
+    assert {attributes(p)["tenant"] for p in inputs} == {"acme"}
+    first = inputs[0]
+    assert list(first.explicit_bounds[:3]) == [1.0, 4.0, 16.0] and first.explicit_bounds[-1] == 4**13
+    assert len(first.bucket_counts) == len(first.explicit_bounds) + 1
+    assert sum(first.bucket_counts) == first.count
+    # per-bucket counts, not Prometheus' cumulative ones: the stream's 3 in (1, 4], the two 7s in (4, 16]
+    assert sum(p.bucket_counts[1] for p in inputs) == 1
+    assert sum(p.bucket_counts[2] for p in inputs) == 2
+    outputs = [
+        p
+        for p in points
+        if all(attributes(p).get(k) == v for k, v in {**common, "gen_ai.token.type": "output"}.items())
+    ]
+    assert sum(p.sum for p in outputs) == 5 + 5 + 9
+
+    kind, points = otlp_points(last, "sluicegate_requests")
+    assert kind == "sum"
+    counted = {
+        (attributes(p)["route"], attributes(p).get("backend", ""), attributes(p)["status"]): p.as_double
+        for p in points
+    }
+    assert counted[(ROUTE, "default/fake", "200")] == 3
+    assert counted[(ROUTE, "default/fake", "500")] == 1
+    assert counted[(LIMITED, "", "429")] == 1
+    assert sum(counted.values()) == 6
+    sum_metric = next(
+        m for m in last.resource_metrics[0].scope_metrics[0].metrics if m.name == "sluicegate_requests"
+    )
+    assert sum_metric.sum.is_monotonic
+    assert sum_metric.sum.aggregation_temporality == AGGREGATION_TEMPORALITY_CUMULATIVE
+
+    kind, points = otlp_points(last, "gen_ai.server.request.duration")
+    assert kind == "histogram"
+    failed = [p for p in points if attributes(p).get("error.type") == "_OTHER"]
+    assert sum(p.count for p in failed if attributes(p)["gen_ai.original.model"] == "obs-model") == 1
+    assert not any("error.type" in attributes(p) for p in points if p not in failed)  # "" is no attribute
+    assert otlp_points(last, "gen_ai.server.time_to_first_token")[0] == "histogram"
+    assert otlp_points(last, "sluicegate_upstream_connections_open")[0] == "gauge"
+
+
+def test_completion_content_is_captured_when_asked(fake: FakeProviderThread, tmp_path: Path) -> None:
+    receiver = OtlpReceiver()
+    env = {
+        **__import__("os").environ,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{receiver.port}/v1/traces",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true",
+    }
+    env.pop("OTEL_SDK_DISABLED", None)
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    route = "---\napiVersion: aigateway.envoyproxy.io/v1beta1\nkind: AIGatewayRoute\nmetadata: {name: r}\n"
+    route += "spec:\n  rules: [{backendRefs: [{name: fake}]}]\n"
+    gateway = GatewayProcess(backend_yaml("fake", fake.port) + route, tmp_path, env=env)
+    replies = {"plain": "The unary reply 5e1a", "stream": "The streamed reply 9c2b"}
+    try:
+        assert chat(gateway.url, "m", {"x-fake-reply": replies["plain"]}).status_code == 200
+        streamed = chat(gateway.url, "m", {"x-fake-reply": replies["stream"]}, stream=True)
+        assert streamed.status_code == 200 and "[DONE]" in streamed.text
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(receiver.spans) < 4:
+            time.sleep(0.05)
+    finally:
+        assert gateway.stop() == 0
+        receiver.close()
+    assert not receiver.metric_exports  # only the traces endpoint was given
+    servers = [attributes(s) for s in receiver.spans if s.kind == s.SPAN_KIND_SERVER]
+    assert len(servers) == 2
+    for reply in replies.values():
+        span = next(a for a in servers if reply in a.get("gen_ai.output.messages", ""))
+        messages = json.loads(span["gen_ai.output.messages"])
+        assert messages[0]["role"] == "assistant"
+        assert messages[0]["parts"] == [{"type": "text", "content": reply}]
+        assert PROMPT in span["gen_ai.input.messages"]
 
 
 def test_access_log_lines(run: dict) -> None:

@@ -28,6 +28,7 @@ _metrics: Metrics | None = None
 _collector: GatewayCollector | None = None
 _access: dict[str, AccessLog] = {}
 _tracing: Any = False  # False: not decided yet; None: off; else a tracing.Tracing
+_metric_export: Any = None  # an otlp_metrics.MetricExporter once metrics export started
 
 
 def tracing_wanted(env: Mapping[str, str]) -> bool:
@@ -37,6 +38,15 @@ def tracing_wanted(env: Mapping[str, str]) -> bool:
     if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
         return False
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def metrics_export_wanted(env: Mapping[str, str]) -> bool:
+    """Whether the OTEL_* environment asks for metric export over OTLP (the Prometheus endpoint stays)."""
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if env.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
 
 
 def configure(settings: Settings) -> None:
@@ -52,7 +62,19 @@ def metrics() -> Metrics:
     if _metrics is None:
         labels = parse_header_labels(_settings.header_labels, _settings.header_label_max)
         _metrics = Metrics(header_labels=labels)
+        start_metric_export()
     return _metrics
+
+
+def start_metric_export() -> None:
+    """Push the registry over OTLP/HTTP from a background thread when OTEL_EXPORTER_OTLP_* asks for it."""
+    global _metric_export
+    if _metric_export is None:
+        if metrics_export_wanted(os.environ):
+            from sluicegate.observability.otlp_metrics import MetricExporter
+
+            _metric_export = MetricExporter(os.environ)
+            log.info("exporting metrics over OTLP/HTTP to %s", _metric_export.url)
 
 
 def collector() -> GatewayCollector:
@@ -91,10 +113,13 @@ def tracing(provider_name: Any) -> Any:
 
 
 def shutdown() -> None:
-    """Write out buffered access-log lines and spans; call when the gateway stops."""
-    global _tracing
+    """Write out buffered access-log lines, spans and metrics; call when the gateway stops."""
+    global _tracing, _metric_export
     for writer in _access.values():
         writer.close()
     if _tracing:
         _tracing.shutdown()
         _tracing = False
+    if _metric_export is not None:
+        _metric_export.shutdown()
+        _metric_export = None

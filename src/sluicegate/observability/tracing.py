@@ -32,6 +32,8 @@ CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 SESSION_HEADER = "agent-session-id"
 _PROPAGATOR = TraceContextTextMapPropagator()
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+CAPTURE_BYTES = 256 * 1024  # client-bound bytes kept for gen_ai.output.messages (content capture only)
+CAPTURE_TEXT = 64 * 1024  # characters of completion text kept per message
 
 
 class Tracing:
@@ -62,7 +64,7 @@ class Tracing:
 class RequestTrace:
     """The spans of one request: the server span and the current attempt's client span."""
 
-    __slots__ = ("attempt_span", "span", "tracing")
+    __slots__ = ("attempt_span", "capture", "output", "span", "tracing")
 
     def __init__(self, tracing: Tracing, ctx: RequestContext) -> None:
         self.tracing = tracing
@@ -92,6 +94,14 @@ class RequestTrace:
             start_time=started_ns,
         )
         self.attempt_span: Span | None = None
+        self.capture = tracing.capture_content  # upstream/forward.py hands us client-bound bytes when set
+        self.output = bytearray()
+
+    def capture_output(self, data: bytes) -> None:
+        """Keep the first CAPTURE_BYTES the client receives; parsed into gen_ai.output.messages at the end."""
+        room = CAPTURE_BYTES - len(self.output)
+        if room > 0:
+            self.output += data[:room]
 
     def attempt(self, ref: BackendRef, headers: list[tuple[str, str]]) -> None:
         """Open a client span for an upstream attempt and put its traceparent on the upstream headers."""
@@ -151,6 +161,10 @@ class RequestTrace:
                 attributes["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
         for key, cost in ctx.costs.items():
             attributes[f"sluicegate.cost.{key}"] = cost
+        if self.output:
+            content = _output_content(bytes(self.output))
+            if content is not None:
+                attributes["gen_ai.output.messages"] = content
         span.set_attributes(attributes)
         if status >= 400 or ctx.error:
             span.set_attribute("error.type", str(status) if status >= 400 else "_OTHER")
@@ -165,3 +179,137 @@ def _input_content(body: dict[str, Any]) -> str | None:
         if value is not None:
             return orjson.dumps(value).decode()
     return None
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "content": text[:CAPTURE_TEXT]}
+
+
+def _message(parts: list[dict[str, Any]], finish: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": "assistant", "parts": parts}
+    if finish:
+        out["finish_reason"] = finish
+    return out
+
+
+def _openai_tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    return {
+        "type": "tool_call",
+        "id": call.get("id"),
+        "name": function.get("name"),
+        "arguments": (function.get("arguments") or "")[:CAPTURE_TEXT],
+    }
+
+
+def _from_json(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """OpenAI chat/completions choices or an Anthropic message -> semconv output messages."""
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        messages = []
+        for choice in choices:
+            message = choice.get("message") or {}
+            parts: list[dict[str, Any]] = []
+            text = message.get("content") if message else choice.get("text")  # completions: choices[].text
+            if isinstance(text, str) and text:
+                parts.append(_text_part(text))
+            parts += [_openai_tool_call(call) for call in message.get("tool_calls") or ()]
+            messages.append(_message(parts, choice.get("finish_reason")))
+        return messages
+    content = body.get("content")
+    if isinstance(content, list) and body.get("type", "message") == "message":
+        parts = []
+        for block in content:
+            kind = block.get("type")
+            if kind == "text":
+                parts.append(_text_part(block.get("text") or ""))
+            elif kind == "tool_use":
+                arguments = orjson.dumps(block.get("input")).decode()[:CAPTURE_TEXT]
+                parts.append(
+                    {
+                        "type": "tool_call",
+                        "id": block.get("id"),
+                        "name": block.get("name"),
+                        "arguments": arguments,
+                    }
+                )
+        return [_message(parts, body.get("stop_reason"))]
+    return None
+
+
+def _from_events(data: bytes) -> list[dict[str, Any]] | None:
+    """OpenAI chat chunks (delta.content, delta.tool_calls) or Anthropic text_delta events, concatenated."""
+    texts: dict[int, list[str]] = {}
+    calls: dict[tuple[int, int], dict[str, Any]] = {}
+    finish: dict[int, Any] = {}
+    for line in data.splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if not payload.startswith(b"{"):
+            continue  # [DONE]
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue  # cut off by CAPTURE_BYTES
+        if not isinstance(event, dict):
+            continue
+        choices = event.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                index = choice.get("index", 0)
+                delta = choice.get("delta") or {}
+                text = delta.get("content") if delta else choice.get("text")
+                if isinstance(text, str) and text:
+                    texts.setdefault(index, []).append(text)
+                for call in delta.get("tool_calls") or ():
+                    found = calls.setdefault(
+                        (index, call.get("index", 0)), {"id": None, "name": None, "args": []}
+                    )
+                    function = call.get("function") or {}
+                    found["id"] = call.get("id") or found["id"]
+                    found["name"] = function.get("name") or found["name"]
+                    found["args"].append(function.get("arguments") or "")
+                if choice.get("finish_reason"):
+                    finish[index] = choice["finish_reason"]
+            continue
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                texts.setdefault(0, []).append(delta.get("text") or "")
+        elif kind == "message_delta":
+            reason = (event.get("delta") or {}).get("stop_reason")
+            if reason:
+                finish[0] = reason
+    indexes = sorted(set(texts) | {i for i, _ in calls} | set(finish))
+    if not indexes:
+        return None
+    messages = []
+    for index in indexes:
+        parts: list[dict[str, Any]] = []
+        if texts.get(index):
+            parts.append(_text_part("".join(texts[index])))
+        for (choice, _), call in sorted(calls.items()):
+            if choice == index:
+                arguments = "".join(call["args"])[:CAPTURE_TEXT]
+                parts.append(
+                    {"type": "tool_call", "id": call["id"], "name": call["name"], "arguments": arguments}
+                )
+        messages.append(_message(parts, finish.get(index)))
+    return messages
+
+
+def _output_content(data: bytes) -> str | None:
+    """What the client received (JSON or server-sent events) as gen_ai.output.messages JSON text."""
+    try:
+        if data.lstrip().startswith(b"{"):
+            body = orjson.loads(data)
+            messages = _from_json(body) if isinstance(body, dict) else None
+        else:
+            messages = _from_events(data)
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return None  # cut off by CAPTURE_BYTES, or not a shape we know
+    if not messages:
+        return None
+    return orjson.dumps(messages).decode()

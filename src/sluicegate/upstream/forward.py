@@ -268,7 +268,11 @@ class Forwarder:
             pool.release(connection)
             out, ctx.usage = translator.response_body(body, True)
             ctx.response_model = translator.response_model
+            if ctx.response_filter is not None:
+                out = ctx.response_filter(out, True)  # a GatewayError here answers the client instead
             ctx.first_byte_at = time.monotonic()
+            if ctx.trace is not None and ctx.trace.capture:
+                ctx.trace.capture_output(out)  # gen_ai.output.messages, only with content capture on
             client.send(status, headers, out)
             return None
         idle = resilience.stream_idle_timeout or ctx.rule.request_timeout  # type: ignore[union-attr]
@@ -353,16 +357,23 @@ class Forwarder:
         client.start(ctx.status, headers)
         events = _is_sse(headers)
         held = b""
+        trace = ctx.trace
+        capture = trace.capture_output if trace is not None and trace.capture else None
+        response_filter = ctx.response_filter
         try:
             while chunk is not None:
                 out, usage = translator.response_body(chunk, False)
                 if usage is not None:
                     ctx.usage = usage
+                if response_filter is not None:
+                    out = response_filter(out, False)
                 if out and events:
                     out, held = _whole_events(held + out if held else out)
                 if out:
                     if not ctx.first_byte_at:
                         ctx.first_byte_at = time.monotonic()
+                    if capture is not None:
+                        capture(out)
                     client.write(out)
                     await client.drain()
                 waited_from = time.monotonic()
@@ -372,7 +383,11 @@ class Forwarder:
             out, usage = translator.response_body(b"", True)
             if usage is not None:
                 ctx.usage = usage
+            if response_filter is not None:
+                out = response_filter(out, True)
             if held or out:
+                if capture is not None:
+                    capture(held + out)
                 client.write(held + out)
         except (UpstreamError, TimeoutError) as exc:
             connection.close()
@@ -385,6 +400,12 @@ class Forwarder:
             client.write(error.stream_event(api))
             client.end()
             return False
+        except GatewayError as exc:  # a response filter ended the stream (e.g. a guardrail blocked it)
+            connection.close()
+            ctx.error = exc.message
+            client.write(held + exc.stream_event(api) if events else held)
+            client.end()
+            return True
         except BaseException:
             connection.close()  # the client left or we were cancelled: the backend owes us nothing more
             raise
