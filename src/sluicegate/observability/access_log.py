@@ -82,13 +82,14 @@ class AccessLog:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        os.register_at_fork(after_in_child=self._forget_thread)  # the writer thread does not survive a fork
         self._pending: list[bytes] = []  # encoded lines not yet handed to the writer thread
         self._waiting = 0  # lines handed over or pending and not yet written
         self._flush_handle: asyncio.TimerHandle | None = None
 
     def write(self, record: dict[str, Any]) -> None:
         """Encode one record; lines go to the writer thread in batches, so it wakes a few times a second."""
-        if self._pid != os.getpid():  # first use in this process (workers are forked)
+        if self._thread is None:  # first use in this process (a forked worker starts with none)
             self._start()
         if self._waiting >= self.max_queued:
             self.dropped += 1  # the pipe or disk is stuck: never let memory grow without bound
@@ -108,6 +109,9 @@ class AccessLog:
         if self._pending:
             self._queue.put(b"".join(self._pending))
             self._pending = []
+
+    def _forget_thread(self) -> None:
+        self._thread = None
 
     def _start(self) -> None:
         self._pid = os.getpid()
