@@ -13,6 +13,8 @@ from typing import Any
 from sluicegate.config import resources as r
 from sluicegate.config.errors import ConfigError, ConfigProblem
 from sluicegate.config.fields import Meta, ObjectRef, Sink, parse_rfc3339
+from sluicegate.config.guardrails import GuardrailPolicy, compile_guardrails, moderation_check
+from sluicegate.config.guardrails import describe as describe_guardrails
 from sluicegate.config.load import RawDocument, read_documents
 from sluicegate.config.ratelimit_specs import QuotaPolicy
 from sluicegate.config.ratelimits import compile_limits
@@ -494,6 +496,12 @@ class _Compiler:
                 continue
             targets = tuple(f"{t.kind} {t.name}" for t in res.target_refs)
             policies.append(AcceptedPolicy(res.meta.kind, res.meta.ref, res.meta.file, targets, res.spec))
+        guardrails = compile_guardrails(
+            self.sink,
+            self.of(GuardrailPolicy),
+            {route.meta.ref for route in self.of(AIGatewayRoute)},
+            lambda sink, policy, spec: moderation_check(self, sink, policy, spec, backends),
+        )
         if self.problems:
             raise ConfigError(self.problems)
         return RuntimeConfig(
@@ -507,6 +515,7 @@ class _Compiler:
             warnings=tuple(self.warnings),
             costs=limits.costs,
             rate_limits=limits.limits,
+            guardrails=guardrails,
         )
 
 
@@ -590,6 +599,7 @@ def summarize(config: RuntimeConfig) -> str:
             + ", ".join(m.id + (f" [{', '.join(m.hostnames)}]" if m.hostnames else "") for m in config.models)
         )
     lines += describe_limits(config.costs, config.rate_limits)
+    lines += describe_guardrails(config.guardrails)
     if config.policies:
         lines.append("accepted, not enforced yet:")
         lines += [f"  {p.kind} {p.name} ({p.file})" for p in config.policies]

@@ -10,6 +10,8 @@ from typing import Any
 
 from sluicegate.config.errors import ConfigProblem
 from sluicegate.config.fields import Fields, Meta, ObjectRef, Sink, read_ref, read_refs
+from sluicegate.config.guardrails import GROUP as SLUICEGATE
+from sluicegate.config.guardrails import GuardrailPolicy, parse_guardrail_policy
 from sluicegate.config.load import RawDocument, resource_label
 from sluicegate.config.ratelimit_specs import QuotaPolicy, parse_quota_policy
 from sluicegate.config.routes import (
@@ -185,6 +187,7 @@ Resource = (
     | SecretData
     | RawPolicy
     | QuotaPolicy
+    | GuardrailPolicy
     | Ignored
 )
 
@@ -453,6 +456,7 @@ SUPPORTED: dict[tuple[str, str], tuple[frozenset[str], _Parser | None]] = {
     (AIGW, "BackendSecurityPolicy"): (frozenset({"v1beta1", "v1alpha1"}), parse_security_policy),
     (AIGW, "GatewayConfig"): (frozenset({"v1beta1", "v1alpha1"}), parse_gateway_config),
     (AIGW, "QuotaPolicy"): (frozenset({"v1alpha1"}), parse_quota_policy),
+    (SLUICEGATE, "GuardrailPolicy"): (frozenset({"v1alpha1"}), parse_guardrail_policy),
     (EG, "Backend"): (frozenset({"v1alpha1"}), parse_backend),
     (EG, "BackendTrafficPolicy"): (frozenset({"v1alpha1"}), parse_traffic_policy),
     (GWAPI, "Gateway"): (frozenset({"v1", "v1beta1"}), parse_gateway),

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluicegate.guardrails.engine import NO_GUARDRAILS, GuardrailConfig
 from sluicegate.ratelimit.costs import CostTable
 from sluicegate.ratelimit.model import RateLimitConfig
 from sluicegate.upstream.policy import DEFAULT_RESILIENCE, Resilience
@@ -218,3 +219,4 @@ class RuntimeConfig:
     warnings: tuple[str, ...] = ()  # things that load but deserve a look (ignored or not-enforced fields)
     costs: CostTable = NO_COSTS  # llmRequestCosts per route, globalLLMRequestCosts merged in
     rate_limits: RateLimitConfig = NO_LIMITS  # BackendTrafficPolicy rateLimit rules and QuotaPolicy buckets
+    guardrails: GuardrailConfig = NO_GUARDRAILS  # GuardrailPolicy rules per route (sluicegate.dev/v1alpha1)

@@ -19,6 +19,7 @@ from sluicegate.endpoints.models import list_models
 from sluicegate.endpoints.proxy import EndpointSpec, proxy
 from sluicegate.filters.chain import Filter, FilterChain
 from sluicegate.filters.costs import Costs
+from sluicegate.filters.guardrails import Guardrails
 from sluicegate.filters.observe import observe_filters, observe_upstream
 from sluicegate.filters.rate_limit import RateLimit
 from sluicegate.filters.route_match import RouteMatch
@@ -54,6 +55,8 @@ class Gateway:
             filters.append(RateLimit(config, self.stores))
         if config.rate_limits.rules or config.costs.by_route or config.costs.global_costs:
             filters.append(Costs(config))  # after RateLimit: its on_complete runs first, on the way back
+        if config.guardrails:
+            filters.append(Guardrails(config, self.pools))
         self.chain = FilterChain(filters)
         self.forwarder = Forwarder(config, self.pools)
         observe_upstream(self.pools)

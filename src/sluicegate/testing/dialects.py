@@ -54,3 +54,7 @@ DIALECTS.append(fake_bedrock.DIALECT)
 from sluicegate.testing import fake_gemini  # noqa: E402
 
 DIALECTS += [fake_gemini.DIALECT, fake_gemini.CLAUDE_DIALECT]
+
+from sluicegate.testing import fake_moderation  # noqa: E402
+
+DIALECTS.append(fake_moderation.DIALECT)
