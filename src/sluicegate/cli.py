@@ -7,8 +7,9 @@ import logging
 import sys
 
 from sluicegate import __version__
-from sluicegate.config.compile import load_config, summarize
+from sluicegate.config.compile import load_config
 from sluicegate.config.errors import ConfigError
+from sluicegate.config.summary import summarize
 
 
 def _parser() -> argparse.ArgumentParser:

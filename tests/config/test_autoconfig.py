@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sluicegate.config.autoconfig import SOURCE, autoconfig_documents, demo_documents
-from sluicegate.config.compile import compile_resources, summarize
+from sluicegate.config.compile import compile_resources
 from sluicegate.config.errors import ConfigError
 from sluicegate.config.runtime import DEFAULT_LISTENER_PORT, RuntimeConfig
+from sluicegate.config.summary import summarize
 
 
 def compiled(env: dict[str, str]) -> RuntimeConfig:

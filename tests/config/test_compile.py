@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sluicegate.config.compile import compile_resources, load_config, summarize
+from sluicegate.config.compile import compile_resources, load_config
 from sluicegate.config.errors import ConfigError
 from sluicegate.config.runtime import DEFAULT_REQUEST_TIMEOUT, RuntimeConfig
+from sluicegate.config.summary import summarize
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLES = FIXTURES / "envoy-ai-gateway"

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sluicegate.config.compile import load_config, summarize
+from sluicegate.config.compile import load_config
 from sluicegate.config.errors import ConfigError
 from sluicegate.config.runtime import RuntimeConfig
+from sluicegate.config.summary import summarize
 from sluicegate.core.context import Request, RequestContext
 from sluicegate.core.usage import Usage
 

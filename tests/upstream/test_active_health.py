@@ -9,9 +9,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from sluicegate.config.compile import compile_resources, summarize
+from sluicegate.config.compile import compile_resources
 from sluicegate.config.errors import ConfigError
 from sluicegate.config.runtime import Backend, BackendRef, Endpoint, Rule, RuntimeConfig, Schema
+from sluicegate.config.summary import summarize
 from sluicegate.upstream.active_health import ActiveHealthChecks, Prober
 from sluicegate.upstream.health import Health
 from sluicegate.upstream.planner import RulePlan

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sluicegate.config.compile import compile_resources, summarize
+from sluicegate.config.compile import compile_resources
 from sluicegate.config.errors import ConfigError
+from sluicegate.config.summary import summarize
 from sluicegate.upstream.policy import DEFAULT_RESILIENCE
 
 ROUTES = """
