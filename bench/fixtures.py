@@ -223,3 +223,201 @@ def litellm_config(json_port: int, sse_port: int) -> str:
       api_key: sk-upstream-fake
 """)
     return "model_list:\n" + "".join(entries) + "litellm_settings:\n  telemetry: False\n"
+
+
+# --- issue 9: production-like gateway config, Bedrock, a Redis budget, guardrails, slow streams ---------
+
+MODEL_BEDROCK = "bench-bedrock"  # routed to the AWSBedrock backend (nginx serving Converse[Stream])
+BEDROCK_MODEL_ID = "anthropic.claude-3-5-haiku-20241022-v1:0"  # the id in /model/{id}/converse-stream
+MODEL_BUDGET = "gpt-4o-mini-budget"  # the route with a Global token budget (Redis with --redis-url)
+MODEL_GUARD = "gpt-4o-mini-guard"  # the route with a GuardrailPolicy
+MODEL_SLOW = "gpt-4o-mini-slow"  # routed to bench/slow_upstream.py (paced events)
+SLOW_EVENTS = 50
+SLOW_DELAY_MS = 20
+GUARD_PROMPT_BYTES = 4096
+
+
+def model_request(model: str, stream: bool, question: str | None = None) -> bytes:
+    """A chat request for `model` (the same shape as request_body)."""
+    text = question or "Explain in two sentences why a gateway should add little latency."
+    return _dumps(_request(model, stream, text)).encode()
+
+
+def guard_request() -> bytes:
+    """A non-streaming request with a ~4 KB user prompt (plain prose: nothing for the detectors to find)."""
+    sentence = "A gateway scans each prompt for secrets and personal data before it leaves the house. "
+    text = (sentence * (GUARD_PROMPT_BYTES // len(sentence) + 1))[:GUARD_PROMPT_BYTES]
+    return model_request(MODEL_GUARD, False, text)
+
+
+def converse_stream_body() -> bytes:
+    """A ConverseStream answer as AWS sends it: binary event-stream frames (messageStart ... metadata)."""
+    import sys
+
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)  # the harness runs without the package installed
+    from sluicegate.testing.eventstream_encoder import event
+
+    frames = [event("messageStart", _dumps({"role": "assistant", "p": "abcdefghijkl"}).encode())]
+    for i in range(SSE_EVENTS - 3):
+        delta = {"contentBlockIndex": 0, "delta": {"text": f" word{i}"}, "p": "abcdefghijklmnopqr"}
+        frames.append(event("contentBlockDelta", _dumps(delta).encode()))
+    frames.append(
+        event("contentBlockStop", _dumps({"contentBlockIndex": 0, "p": "abcdefghijklmnop"}).encode())
+    )
+    frames.append(event("messageStop", _dumps({"stopReason": "end_turn", "p": "abcdefghijk"}).encode()))
+    usage = {"inputTokens": 45, "outputTokens": SSE_EVENTS - 3, "totalTokens": 45 + SSE_EVENTS - 3}
+    frames.append(
+        event("metadata", _dumps({"usage": usage, "metrics": {"latencyMs": 42}, "p": "abc"}).encode())
+    )
+    return b"".join(frames)
+
+
+def converse_body() -> bytes:
+    """A Converse (non-streaming) answer."""
+    usage = {"inputTokens": 41, "outputTokens": 38, "totalTokens": 79}
+    message = {"role": "assistant", "content": [{"text": "A gateway sits on every request. " * 8}]}
+    return _dumps({"output": {"message": message}, "stopReason": "end_turn", "usage": usage,
+                   "metrics": {"latencyMs": 42}}).encode()  # fmt: skip
+
+
+def nginx_bedrock_server(root: Path, port: int) -> str:
+    """An nginx server block speaking Bedrock: POST .../converse-stream -> the event-stream file,
+    POST .../converse -> the Converse JSON file (no signature check)."""
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location ~ /converse-stream$ {{
+            return 405;
+            error_page 405 =200 /__es;
+        }}
+        location ~ /converse$ {{
+            return 405;
+            error_page 405 =200 /__converse;
+        }}
+        location = /__es {{
+            internal;
+            types {{ }}
+            default_type application/vnd.amazon.eventstream;
+            alias {root}/www/converse.es;
+        }}
+        location = /__converse {{
+            internal;
+            types {{ }}
+            default_type application/json;
+            alias {root}/www/converse.json;
+        }}
+    }}
+"""
+
+
+def nginx_conf_issue9(root: Path, json_port: int, sse_port: int, bedrock_port: int) -> str:
+    """nginx_conf plus the Bedrock listener."""
+    conf = nginx_conf(root, json_port, sse_port).rstrip()
+    assert conf.endswith("}")
+    return conf[:-1] + nginx_bedrock_server(root, bedrock_port) + "}\n"
+
+
+def _route(name: str, model: str, backend: str, costs: str = "") -> str:
+    return f"""apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: {name}}}
+spec:
+{costs}  rules:
+    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {model}}}]}}]
+      backendRefs: [{{name: {backend}}}]
+"""
+
+
+def _backend(name: str, schema: str, port: int) -> str:
+    return f"""apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIServiceBackend
+metadata: {{name: {name}}}
+spec:
+  schema: {{name: {schema}}}
+  backendRef: {{name: {name}-backend, kind: Backend, group: gateway.envoyproxy.io}}
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata: {{name: {name}-backend}}
+spec:
+  endpoints: [{{ip: {{address: 127.0.0.1, port: {port}}}}}]
+"""
+
+
+def gateway_config_issue9(json_port: int, sse_port: int, bedrock_port: int, slow_port: int | None) -> str:
+    """The production-like config: gateway_config's routes (the json one with an OutputToken cost), plus
+    a Bedrock route (signed, credentials file with dummy keys), a route with a Global token budget, a
+    route with a GuardrailPolicy, and (when given) the slow upstream's route."""
+    out_cost = "  llmRequestCosts: [{metadataKey: output, type: OutputToken}]\n"
+    total_cost = "  llmRequestCosts: [{metadataKey: total, type: TotalToken}]\n"
+    docs = [
+        _route("bench-json", MODEL_JSON, "upstream-json", out_cost),
+        _backend("upstream-json", "OpenAI", json_port),
+        _route("bench-sse", MODEL_SSE, "upstream-sse"),
+        _backend("upstream-sse", "OpenAI", sse_port),
+        _route("bench-bedrock", MODEL_BEDROCK, "bedrock").replace(
+            "{name: bedrock}", f'{{name: bedrock, modelNameOverride: "{BEDROCK_MODEL_ID}"}}'
+        ),
+        _backend("bedrock", "AWSBedrock", bedrock_port),
+        """apiVersion: v1
+kind: Secret
+metadata: {name: aws-creds}
+type: Opaque
+stringData:
+  credentials: |
+    [default]
+    aws_access_key_id = AKIAIOSFODNN7EXAMPLE
+    aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+""",
+        """apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: BackendSecurityPolicy
+metadata: {name: aws}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIServiceBackend, name: bedrock}]
+  type: AWSCredentials
+  awsCredentials:
+    region: us-east-1
+    credentialsFile: {secretRef: {name: aws-creds}, profile: default}
+""",
+        _route("bench-budget", MODEL_BUDGET, "upstream-budget", total_cost),
+        _backend("upstream-budget", "OpenAI", json_port),
+        """apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: budget}
+spec:
+  targetRefs: [{name: bench-budget, kind: AIGatewayRoute, group: aigateway.envoyproxy.io}]
+  rateLimit:
+    type: Global
+    global:
+      rules:
+        - limit: {requests: 4294967295, unit: Hour}
+          cost:
+            request: {from: Number, number: 0}
+            response: {from: Metadata, metadata: {namespace: io.envoy.ai_gateway, key: total}}
+""",
+        _route("bench-guard", MODEL_GUARD, "upstream-guard"),
+        _backend("upstream-guard", "OpenAI", json_port),
+        """apiVersion: sluicegate.dev/v1alpha1
+kind: GuardrailPolicy
+metadata: {name: bench-guard}
+spec:
+  targetRefs: [{group: aigateway.envoyproxy.io, kind: AIGatewayRoute, name: bench-guard}]
+  rules:
+    - name: no-secrets
+      action: Block
+      appliesTo: Request
+      detectors: {builtin: [Secrets]}
+    - name: mask-pii
+      action: Redact
+      appliesTo: Request
+      detectors: {builtin: [Email, CreditCard, USSSN]}
+""",
+    ]
+    if slow_port is not None:
+        docs += [
+            _route("bench-slow", MODEL_SLOW, "upstream-slow"),
+            _backend("upstream-slow", "OpenAI", slow_port),
+        ]
+    return "---\n".join(docs)

@@ -29,7 +29,7 @@ def loadgen_argv(bench: Bench, url: str, connections: int, duration: int, body_f
 
 def run_loadgen(bench: Bench, target: Target, scenario: Scenario, duration: int, watch: list[int]) -> dict:
     """Run the load generator once; returns its JSON summary plus CPU and memory figures."""
-    body_file = bench.workdir / ("request_stream.json" if scenario.stream else "request.json")
+    body_file = bench.workdir / scenario.body_file
     argv = loadgen_argv(bench, target.url(scenario), scenario.connections, duration, body_file)
     env = dict(os.environ, BENCH_BODY_FILE=str(body_file), BENCH_KEY=bench.key)
     target_pids = target.proc.tree()

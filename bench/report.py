@@ -15,9 +15,6 @@ from typing import Any
 
 from stack import LITELLM_BIN, REPO, Bench, Scenario, gateway_env
 
-TARGET_RPS = 15_000  # the issue's targets, for one worker on one core
-TARGET_RATIO = 0.15
-TARGET_ADDED_P50_MS = 0.3
 COLUMNS = ["round", "scenario", "target", "conns", "req/s", "p50 ms", "p99 ms", "non-2xx / sock err",
            "target CPU µs/req", "target CPU %", "loadgen CPU %", "other CPU %"]  # fmt: skip
 
@@ -53,9 +50,15 @@ def markdown_table(header: list[str], lines: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def summarize(rows: list[dict], scenarios: list[Scenario], comparable: bool) -> dict:
-    """Means over rounds, the ratios, and whether the issue's targets are met."""
-    summary: dict[str, Any] = {"kind": "summary", "scenarios": {}}
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(
+    rows: list[dict], scenarios: list[Scenario], comparable: bool, special: list[dict] | None = None
+) -> dict:
+    """Medians and spreads over rounds (means kept for the old tables), the ratios, the issue's targets."""
+    summary: dict[str, Any] = {"kind": "summary", "scenarios": {}, "special": {}}
     for scenario in scenarios:
         by_target: dict[str, dict] = {}
         for name in ("direct", "direct-own-core", "sluicegate", "litellm"):
@@ -66,82 +69,170 @@ def summarize(rows: list[dict], scenarios: list[Scenario], comparable: bool) -> 
                     "rps_mean": statistics.fmean(r["rps"] for r in mine),
                     "p50_ms_mean": statistics.fmean(r["p50_ms"] for r in mine),
                     "p99_ms_mean": statistics.fmean(r["p99_ms"] for r in mine),
+                    "rps": _spread([r["rps"] for r in mine]),
+                    "p50_ms": _spread([r["p50_ms"] for r in mine]),
+                    "p99_ms": _spread([r["p99_ms"] for r in mine]),
+                    "rss_mb_max": max(r["rss_mb_max"] for r in mine),
+                    "cpu_us_per_req": statistics.median(r["cpu_us_per_req"] or 0.0 for r in mine),
                     "non2xx": sum(r["non2xx"] for r in mine),
                     "socket_errors": sum(r["socket_errors"] for r in mine),
                 }
-        entry: dict[str, Any] = {"targets": by_target}
+        entry: dict[str, Any] = {"targets": by_target, "stream": scenario.stream}
         direct, gateway, litellm = (by_target.get(n) for n in ("direct", "sluicegate", "litellm"))
         if direct and gateway:
-            entry["sluicegate_over_direct"] = gateway["rps_mean"] / direct["rps_mean"]
-            entry["added_p50_ms"] = gateway["p50_ms_mean"] - direct["p50_ms_mean"]
+            entry["sluicegate_over_direct"] = gateway["rps"]["median"] / direct["rps"]["median"]
+            entry["added_p50_ms"] = gateway["p50_ms"]["median"] - direct["p50_ms"]["median"]
+            entry["added_p99_ms"] = gateway["p99_ms"]["median"] - direct["p99_ms"]["median"]
         if direct and litellm:
-            entry["litellm_over_direct"] = litellm["rps_mean"] / direct["rps_mean"]
+            entry["litellm_over_direct"] = litellm["rps"]["median"] / direct["rps"]["median"]
         if gateway and litellm:
-            entry["sluicegate_over_litellm"] = gateway["rps_mean"] / litellm["rps_mean"]
+            entry["sluicegate_over_litellm"] = gateway["rps"]["median"] / litellm["rps"]["median"]
         summary["scenarios"][scenario.name] = entry
-    summary["targets"] = check_targets(summary["scenarios"], rows, comparable)
+    for record in special or []:
+        summary["special"].setdefault(record["scenario"], []).append(
+            {k: v for k, v in record.items() if k != "samples"}
+        )
+    summary["targets"] = check_targets(summary["scenarios"], rows, comparable, summary["special"])
     return summary
 
 
-def check_targets(scenarios: dict, rows: list[dict], comparable: bool) -> dict:
-    """The issue's two targets (for one pinned worker, nginx upstream, wrk); absent when not measured."""
-    result: dict[str, Any] = {"comparable": comparable}
-    json_entry = scenarios.get("json", {})
-    gateway = json_entry.get("targets", {}).get("sluicegate")
-    clean = all(r["non2xx"] == 0 and r["socket_errors"] == 0 for r in rows if r["target"] == "sluicegate")
-    if gateway:
-        ratio = json_entry.get("sluicegate_over_direct")
-        result["throughput"] = {
-            "rps": gateway["rps_mean"],
-            "ratio": ratio,
-            "met": clean and (gateway["rps_mean"] >= TARGET_RPS or (ratio or 0.0) >= TARGET_RATIO),
-        }
+# Issue 9's targets.
+JSON_VS_DIRECT, JSON_VS_LITELLM = 0.20, 200
+STREAM_VS_DIRECT, STREAM_VS_LITELLM = 0.25, 500
+JSON1_ADDED_P50_MS, JSON1_ADDED_P99_MS = 0.2, 0.6
+BEDROCK_VS_PASSTHROUGH = 0.5
+SLOW_MAX_LATE_MS = 50
+RSS_IDLE_MB, RSS_STREAMS_MB, SOAK_GROWTH_PCT = 60, 200, 5
+COLD_START_S = 1.5
+
+
+def _verdict(name: str, wanted: str, got: str, met: bool | None) -> dict:
+    return {"name": name, "wanted": wanted, "got": got, "met": met}
+
+
+def check_targets(scenarios: dict, rows: list[dict], comparable: bool, special: dict | None = None) -> dict:
+    """Issue 9's targets, each MET / MISSED (or absent when its scenario was not measured)."""
+    special = special or {}
+    out: list[dict] = []
+
+    def clean(scenario: str) -> bool:
+        return all(r["non2xx"] == 0 and r["socket_errors"] == 0 for r in rows
+                   if r["target"] == "sluicegate" and r["scenario"] == scenario)  # fmt: skip
+
+    for name, vs_direct, vs_litellm in (("json", JSON_VS_DIRECT, JSON_VS_LITELLM),
+                                        ("stream", STREAM_VS_DIRECT, STREAM_VS_LITELLM)):  # fmt: skip
+        entry = scenarios.get(name, {})
+        if "sluicegate_over_direct" in entry:
+            ratio = entry["sluicegate_over_direct"]
+            out.append(_verdict(f"{name}: Sluicegate ÷ direct", f">= {vs_direct}", f"{ratio:.3f}",
+                                clean(name) and ratio >= vs_direct))  # fmt: skip
+        if "sluicegate_over_litellm" in entry:
+            ratio = entry["sluicegate_over_litellm"]
+            out.append(_verdict(f"{name}: Sluicegate ÷ LiteLLM", f">= {vs_litellm}x", f"{ratio:,.1f}x",
+                                clean(name) and ratio >= vs_litellm))  # fmt: skip
     json1 = scenarios.get("json1", {})
     if "added_p50_ms" in json1:
-        added = json1["added_p50_ms"]
-        result["latency"] = {"added_p50_ms": added, "met": clean and added <= TARGET_ADDED_P50_MS}
-    return result
+        for key, limit in (("added_p50_ms", JSON1_ADDED_P50_MS), ("added_p99_ms", JSON1_ADDED_P99_MS)):
+            label = key.split("_")[1]
+            out.append(_verdict(f"json1: added {label} over direct", f"<= +{limit} ms",
+                                f"{json1[key]:+.3f} ms", clean("json1") and json1[key] <= limit))  # fmt: skip
+    bedrock = scenarios.get("bedrock", {}).get("targets", {}).get("sluicegate")
+    passthrough = scenarios.get("json", {}).get("targets", {}).get("sluicegate")
+    if bedrock and passthrough:
+        ratio = bedrock["rps"]["median"] / passthrough["rps"]["median"]
+        out.append(_verdict("bedrock: req/s ÷ Sluicegate json passthrough", f">= {BEDROCK_VS_PASSTHROUGH}",
+                            f"{ratio:.3f}",
+                            clean("bedrock") and ratio >= BEDROCK_VS_PASSTHROUGH))  # fmt: skip
+    slow = [r for r in special.get("slow", []) if r["target"] == "sluicegate"]
+    if slow:
+        worst = max(r["extra_max_ms"] for r in slow)
+        complete = all(r["complete"] == r["streams"] for r in slow)
+        got = f"max {worst:.1f} ms late; {'all' if complete else 'NOT all'} streams complete"
+        out.append(_verdict("slow: 1,000 streams, no event late", f"<= {SLOW_MAX_LATE_MS} ms, all complete",
+                            got, complete and worst <= SLOW_MAX_LATE_MS))  # fmt: skip
+    idle = [r["rss_mb"] for r in special.get("rss_idle", []) if r["target"] == "sluicegate"]
+    if idle:
+        out.append(
+            _verdict(
+                "RSS idle", f"<= {RSS_IDLE_MB} MB", f"{max(idle):.1f} MB (max)", max(idle) <= RSS_IDLE_MB
+            )
+        )
+    if slow:
+        peak = max(r["rss_mb_max"] for r in slow)
+        out.append(_verdict("RSS with 1,000 open streams", f"<= {RSS_STREAMS_MB} MB", f"{peak:.1f} MB",
+                            peak <= RSS_STREAMS_MB))  # fmt: skip
+    for soak in special.get("soak", []):
+        growth = soak["growth_pct"]
+        out.append(_verdict(f"RSS soak growth ({soak['minutes']:g} min)", f"<= {SOAK_GROWTH_PCT} %",
+                            f"{growth:+.1f} %",
+                            growth is not None and growth <= SOAK_GROWTH_PCT))  # fmt: skip
+    for cold in special.get("cold", []):
+        out.append(_verdict("cold start to first 200 (median of 5)", f"<= {COLD_START_S} s",
+                            f"{cold['median_s']:.3f} s", cold["median_s"] <= COLD_START_S))  # fmt: skip
+    return {"comparable": comparable, "issue9": out}
+
+
+def _fmt_spread(s: dict, fmt: str) -> str:
+    if s["min"] == s["max"]:
+        return format(s["median"], fmt)
+    return f"{format(s['median'], fmt)} ({format(s['min'], fmt)}-{format(s['max'], fmt)})"
+
+
+def issue9_tables(summary: dict) -> str:
+    """The markdown tables: per scenario and target, the non-wrk scenarios, and the targets."""
+    lines = []
+    for name, entry in summary["scenarios"].items():
+        direct = entry["targets"].get("direct")
+        litellm = entry["targets"].get("litellm")
+        for target, t in entry["targets"].items():
+            vs_direct = f"{t['rps']['median'] / direct['rps']['median']:.3f}" if direct else "-"
+            vs_litellm = (
+                f"{t['rps']['median'] / litellm['rps']['median']:,.1f}x"
+                if litellm and target != "litellm"
+                else "-"
+            )
+            lines.append([name, target, str(t["rounds"]), _fmt_spread(t["rps"], ",.0f"),
+                          _fmt_spread(t["p50_ms"], ".3f"), _fmt_spread(t["p99_ms"], ".3f"),
+                          f"{t['rss_mb_max']:.1f}", vs_direct, vs_litellm,
+                          f"{t['non2xx']} / {t['socket_errors']}"])  # fmt: skip
+    header = ["scenario", "target", "rounds", "req/s median (min-max)", "p50 ms", "p99 ms", "RSS max MB",
+              "÷ direct", "÷ LiteLLM", "non-2xx / sock err"]  # fmt: skip
+    out = [markdown_table(header, lines)]
+    special = summary.get("special", {})
+    extra = []
+    for r in special.get("slow", []):
+        extra.append([f"slow (round {r['round']})", r["target"],
+                      f"{r['complete']}/{r['streams']} complete, {r['events']:,} events; extra delay p50 "
+                      f"{r['extra_p50_ms']:.1f} / p99 {r['extra_p99_ms']:.1f} / "
+                      f"max {r['extra_max_ms']:.1f} ms; "
+                      f"RSS max {r['rss_mb_max']:.1f} MB"])  # fmt: skip
+    for r in special.get("rss_idle", []):
+        when = "soak's fresh start" if r["round"] == 0 else f"round {r['round']}"
+        extra.append([f"RSS idle ({when})", r["target"], f"{r['rss_mb']:.1f} MB"])
+    for r in special.get("soak", []):
+        extra.append([f"soak {r['minutes']:g} min (json)", r["target"],
+                      f"RSS {r['rss_start_mb']:.1f} MB at start, {r['rss_base_mb']:.1f} after warm-up, "
+                      f"{r['rss_end_mb']:.1f} at end ({r['growth_pct']:+.1f} %); {r['rps']:,.0f} req/s, "
+                      f"{r['errors']} errors"])  # fmt: skip
+    for r in special.get("cold", []):
+        runs = ", ".join(f"{x:.3f}" for x in r["runs_s"])
+        extra.append(["cold start", r["target"], f"median {r['median_s']:.3f} s (runs: {runs})"])
+    if extra:
+        out += ["", markdown_table(["scenario", "target", "result"], extra)]
+    verdicts = summary.get("targets", {}).get("issue9", [])
+    if verdicts:
+        vlines = [[v["name"], v["wanted"], v["got"], "MET" if v["met"] else "MISSED"] for v in verdicts]
+        out += ["", markdown_table(["issue 9 target", "wanted", "measured", "verdict"], vlines)]
+    return "\n".join(out)
 
 
 def print_summary(summary: dict, bench: Bench) -> None:
-    """Ratios and the verdict on the issue's targets."""
-    lines = []
-    for name, entry in summary["scenarios"].items():
-        t = entry["targets"]
-        cells = [name]
-        for target in ("direct", "sluicegate", "litellm"):
-            cells.append(f"{t[target]['rps_mean']:,.0f}" if target in t else "-")
-        cells.append(f"{entry['sluicegate_over_direct']:.3f}" if "sluicegate_over_direct" in entry else "-")
-        cells.append(f"{entry['added_p50_ms']:+.3f}" if "added_p50_ms" in entry else "-")
-        cells.append(f"{entry['litellm_over_direct']:.4f}" if "litellm_over_direct" in entry else "-")
-        cells.append(
-            f"{entry['sluicegate_over_litellm']:,.1f}" if "sluicegate_over_litellm" in entry else "-"
-        )
-        lines.append(cells)
-    header = ["scenario", "direct req/s", "sluicegate req/s", "litellm req/s", "sluicegate ÷ direct",
-              "added p50 ms", "litellm ÷ direct", "sluicegate ÷ litellm"]  # fmt: skip
-    print("\nMeans over rounds and ratios:\n")
-    print(markdown_table(header, lines))
-    targets = summary["targets"]
-    print()
-    if "throughput" in targets:
-        t = targets["throughput"]
-        verdict = ("MET" if t["met"] else "NOT MET") if targets["comparable"] else "no verdict"
-        print(
-            f"Target 1 (json, {bench.args.connections} conns): >= {TARGET_RPS:,} req/s or >= {TARGET_RATIO} "
-            f"of direct -> {t['rps']:,.0f} req/s, "
-            f"{'n/a' if t['ratio'] is None else format(t['ratio'], '.3f')} of direct: {verdict}"
-        )
-    if "latency" in targets:
-        t = targets["latency"]
-        verdict = ("MET" if t["met"] else "NOT MET") if targets["comparable"] else "no verdict"
-        print(
-            f"Target 2 (json1, 1 conn): added p50 <= {TARGET_ADDED_P50_MS} ms -> "
-            f"{t['added_p50_ms']:+.3f} ms: {verdict}"
-        )
-    if not targets["comparable"]:
-        print("(NOT the target layout, so no verdict: the targets assume one Sluicegate worker pinned")
-        print(" to its own core, nginx as the upstream, wrk as the load generator, and no profiler)")
+    """Medians, spreads, ratios and the verdict on the issue's targets."""
+    print("\nMedians over rounds (min-max) and ratios:\n")
+    print(issue9_tables(summary))
+    if not summary["targets"]["comparable"]:
+        print("\n(NOT the target layout: the targets assume one Sluicegate worker pinned to its own core,")
+        print(" nginx as the upstream, wrk as the load generator, and no profiler)")
 
 
 def versions(bench: Bench) -> dict[str, str]:
@@ -200,6 +291,8 @@ def render(path: Path) -> str:
     out += ["", markdown_table(COLUMNS, [row_cells(r) for r in rows])]
     if summary is None:
         out += ["", "(no summary: the run did not finish)"]
+    elif "issue9" in summary.get("targets", {}):
+        out += ["", issue9_tables(summary)]
     else:
         lines = []
         for name, entry in summary["scenarios"].items():

