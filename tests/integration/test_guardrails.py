@@ -64,6 +64,48 @@ spec:
     - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt-dead-closed}}]}}]
       backendRefs: [{{name: openai}}]
 ---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: moderated-out}}
+spec:
+  rules:
+    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt-moderated-out}}]}}]
+      backendRefs: [{{name: openai}}]
+    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: claude-moderated-out}}]}}]
+      backendRefs: [{{name: claude}}]
+---
+apiVersion: aigateway.envoyproxy.io/v1beta1
+kind: AIGatewayRoute
+metadata: {{name: dead-out}}
+spec:
+  rules:
+    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt-dead-out-open}}]}}]
+      backendRefs: [{{name: openai}}]
+    - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: gpt-dead-out-closed}}]}}]
+      backendRefs: [{{name: openai}}]
+---
+apiVersion: sluicegate.dev/v1alpha1
+kind: GuardrailPolicy
+metadata: {{name: moderation-out}}
+spec:
+  targetRefs: [{{kind: AIGatewayRoute, name: moderated-out}}]
+  rules:
+    - name: violent-answers
+      action: Block
+      appliesTo: Response
+      detectors: {{moderation: {{backendRef: {{name: moderator}}, categories: [violence]}}}}
+---
+apiVersion: sluicegate.dev/v1alpha1
+kind: GuardrailPolicy
+metadata: {{name: dead-out}}
+spec:
+  targetRefs: [{{kind: AIGatewayRoute, name: dead-out}}]
+  rules:
+    - name: closed
+      action: Block
+      appliesTo: Response
+      detectors: {{moderation: {{backendRef: {{name: deadmod}}, failureMode: Closed}}}}
+---
 apiVersion: sluicegate.dev/v1alpha1
 kind: GuardrailPolicy
 metadata: {{name: safety}}
@@ -273,3 +315,123 @@ def test_moderation_backend_down_fail_open_and_closed(gateway: GatewayProcess) -
     closed = chat(gateway, "hello", model="gpt-dead-closed")
     assert closed.status_code == 503
     assert closed.json()["error"]["code"] == "guardrail_unavailable"
+
+
+# --- response moderation ----------------------------------------------------------------------------------
+
+
+def test_moderation_blocks_flagged_unary_answer(gateway: GatewayProcess, fake: FakeProviderThread) -> None:
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
+    calm = client.chat.completions.create(
+        model="gpt-moderated-out",
+        messages=[{"role": "user", "content": "plan an attack"}],  # the prompt is not moderated here
+        extra_headers={"x-fake-reply": "A calm answer."},
+    )
+    assert calm.choices[0].message.content == "A calm answer."
+    assert last_upstream(fake, "/moderations")["input"] == ["A calm answer."]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="gpt-moderated-out",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-fake-reply": "Here is how to attack the castle."},
+        )
+    error = caught.value.body
+    assert error["code"] == "guardrail_blocked" and "Moderation:violence" in error["message"]
+    assert "castle" not in str(caught.value)
+    with anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0) as claude:
+        with pytest.raises(anthropic.BadRequestError) as blocked:
+            claude.messages.create(
+                model="claude-moderated-out",
+                max_tokens=50,
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-fake-reply": "We attack at dawn."},
+            )
+    assert "Moderation:violence" in str(blocked.value.body) and "dawn" not in str(blocked.value.body)
+
+
+def test_moderation_ends_a_flagged_stream(gateway: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
+    calm = client.chat.completions.create(
+        model="gpt-moderated-out",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        extra_headers={"x-fake-reply": "All is calm here.", "x-fake-chunks": "5"},
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in calm if c.choices) == "All is calm here."
+    body = {"model": "gpt-moderated-out", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"x-fake-reply": "Then we attack the gate at night.", "x-fake-chunks": "6"}
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers=headers) as response:
+        text = response.read().decode()
+    events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    assert orjson.loads(events[-1])["error"]["code"] == "guardrail_blocked"
+    assert "attack" not in text  # a short answer is still inside the hold-back window when it ends
+    pieces: list[str] = []
+    with anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0) as claude:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            with claude.messages.stream(
+                model="claude-moderated-out",
+                max_tokens=50,
+                messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-fake-reply": "We attack at dawn.", "x-fake-chunks": "4"},
+            ) as stream:
+                pieces.extend(stream.text_stream)
+    assert "Moderation:violence" in str(caught.value)
+    assert "attack" not in "".join(pieces)
+
+
+def test_response_moderation_backend_down(gateway: GatewayProcess) -> None:
+    closed = chat(gateway, "hello", model="gpt-dead-out-closed")
+    assert closed.status_code == 503
+    assert closed.json()["error"]["code"] == "guardrail_unavailable"
+    body = {"model": "gpt-dead-out-closed", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body) as response:
+        text = response.read().decode()
+    events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    assert orjson.loads(events[-1])["error"]["code"] == "guardrail_unavailable"
+
+
+# --- tool-call arguments in streams -----------------------------------------------------------------------
+
+TOOL_ARGS = {"to": EMAIL, "note": f"card {CARD}", "count": 2}
+REDACTED_ARGS = {"to": "[EMAIL]", "note": "card [CREDIT_CARD]", "count": 2}
+
+
+def test_openai_stream_tool_arguments_redacted(gateway: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-fake",
+        messages=[{"role": "user", "content": "mail them"}],
+        stream=True,
+        extra_headers={"x-fake-scenario": "tool", "x-fake-tool-args": orjson.dumps(TOOL_ARGS).decode()},
+    )
+    arguments, finish = "", None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or ():
+                arguments += (call.function.arguments or "") if call.function else ""
+            finish = choice.finish_reason or finish
+    assert finish == "tool_calls"
+    assert orjson.loads(arguments) == REDACTED_ARGS
+
+
+def test_anthropic_stream_tool_input_redacted(gateway: GatewayProcess) -> None:
+    with anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0) as client:
+        with client.messages.stream(
+            model="claude-fake",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "mail them"}],
+            extra_headers={"x-fake-scenario": "tool", "x-fake-tool-args": orjson.dumps(TOOL_ARGS).decode()},
+        ) as stream:
+            final = stream.get_final_message()
+    tool_use = next(block for block in final.content if block.type == "tool_use")
+    assert tool_use.input == REDACTED_ARGS
+
+
+def test_stream_tool_arguments_blocked(gateway: GatewayProcess) -> None:
+    body = {"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"x-fake-scenario": "tool", "x-fake-tool-args": orjson.dumps({"key": AWS_KEY}).decode()}
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, headers=headers) as response:
+        text = response.read().decode()
+    events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+    assert AWS_KEY[:10] not in text
+    assert orjson.loads(events[-1])["error"]["code"] == "guardrail_blocked"

@@ -73,4 +73,4 @@ class RequestContext:
     first_byte_at: float = 0.0  # time.monotonic() of the first response byte written to the client
     upstream_seconds: float = 0.0  # time spent waiting on upstreams (all attempts), for the overhead metric
     trace: Any = None  # the request's trace (observability.tracing) when tracing is on, else None
-    response_filter: Any = None  # (client_bytes, end) -> client_bytes on the way back (unary and per chunk)
+    response_filter: Any = None  # (client_bytes, end) -> client_bytes or an awaitable of them

@@ -199,12 +199,16 @@ def tool_input(tool: dict[str, Any]) -> dict[str, Any]:
     return {name: _schema_value(name, sub) for name, sub in properties.items()}
 
 
-def tool_use_block(tool: dict[str, Any] | None, n: int) -> dict[str, Any]:
-    """A tool_use block calling `tool` (an Anthropic tool definition; None: get_weather)."""
+def tool_use_block(
+    tool: dict[str, Any] | None, n: int, arguments: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A tool_use block calling `tool` (an Anthropic tool definition; None: get_weather), with `arguments`
+    (x-fake-tool-args) as its input when given."""
     if tool is None or not tool.get("name"):
-        name, arguments = DEFAULT_TOOL["name"], dict(DEFAULT_TOOL["input"])
+        name, default = DEFAULT_TOOL["name"], dict(DEFAULT_TOOL["input"])
     else:
-        name, arguments = tool["name"], tool_input(tool)
+        name, default = tool["name"], tool_input(tool)
+    arguments = dict(arguments) if arguments is not None else default
     if n:  # a second call to the same tool asks about something else
         arguments = {k: (f"{v} {n + 1}" if isinstance(v, str) else v) for k, v in arguments.items()}
     return {"type": "tool_use", "id": f"toolu_fake{next(_ids):012d}", "name": name, "input": arguments}
@@ -249,11 +253,11 @@ def reply_message(
         content.append({"type": "text", "text": "I will call two tools."})
         second = tools[1] if len(tools) > 1 else (tools[0] if tools else None)
         content += [
-            tool_use_block(tools[0] if tools else None, 0),
-            tool_use_block(second, 0 if len(tools) > 1 else 1),
+            tool_use_block(tools[0] if tools else None, 0, knobs.tool_args),
+            tool_use_block(second, 0 if len(tools) > 1 else 1, knobs.tool_args),
         ]
     elif calls_tool:
-        content.append(tool_use_block(tools[0] if tools else None, 0))
+        content.append(tool_use_block(tools[0] if tools else None, 0, knobs.tool_args))
     else:
         content.append({"type": "text", "text": text})
     pieces = len(fmt.split_reply(text, knobs.chunks)) if not calls_tool else 5

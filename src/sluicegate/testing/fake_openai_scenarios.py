@@ -27,10 +27,12 @@ REASONING_TEXT = "The user wants an answer. I will think briefly, then reply."
 _ids = itertools.count(1)
 
 
-def _tool_call(tool: dict[str, Any] | None, n: int) -> dict[str, Any]:
+def _tool_call(
+    tool: dict[str, Any] | None, n: int, arguments: dict[str, Any] | None = None
+) -> dict[str, Any]:
     function = (tool or {}).get("function") or {}
     anthropic_shape = {"name": function.get("name"), "input_schema": function.get("parameters")}
-    call = fake_anthropic.tool_use_block(anthropic_shape if function.get("name") else None, n)
+    call = fake_anthropic.tool_use_block(anthropic_shape if function.get("name") else None, n, arguments)
     arguments = orjson.dumps(call["input"]).decode()
     return {
         "id": f"call_fake{next(_ids):012d}",
@@ -59,11 +61,11 @@ def _answer(data: dict[str, Any], scenario: str, knobs: Knobs) -> tuple[dict[str
         if scenario == "thinking":
             message["reasoning_content"] = REASONING_TEXT
         return message, "stop"
-    calls = [_tool_call(tools[0] if tools else None, 0)]
+    args = knobs.tool_args
+    calls = [_tool_call(tools[0] if tools else None, 0, args)]
     if scenario == "parallel-tools":
-        calls.append(
-            _tool_call(tools[1], 0) if len(tools) > 1 else _tool_call(tools[0] if tools else None, 1)
-        )
+        second = (tools[1], 0) if len(tools) > 1 else (tools[0] if tools else None, 1)
+        calls.append(_tool_call(*second, args))
     return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+
 _INT_KNOBS = {
     "delay_ms": "x-fake-delay-ms",
     "chunk_delay_ms": "x-fake-chunk-delay-ms",
@@ -18,7 +22,7 @@ _INT_KNOBS = {
 class Knobs:
     """The `x-fake-*` request headers of one request."""
 
-    __slots__ = ("reply", "error_body", *_INT_KNOBS)
+    __slots__ = ("reply", "error_body", "tool_args", *_INT_KNOBS)
     delay_ms: int | None
     chunk_delay_ms: int | None
     chunks: int | None
@@ -30,6 +34,7 @@ class Knobs:
     drop_after: int | None
     reply: str | None
     error_body: str | None
+    tool_args: dict[str, Any] | None
 
     def __init__(self, headers: dict[str, str]) -> None:
         for attr, name in _INT_KNOBS.items():
@@ -48,3 +53,11 @@ class Knobs:
             raise ValueError(f"x-fake-status must be between 100 and 599, not {self.status}")
         self.reply = headers.get("x-fake-reply")
         self.error_body = headers.get("x-fake-error-body")
+        self.tool_args = None
+        if (raw := headers.get("x-fake-tool-args")) is not None:
+            try:
+                self.tool_args = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                self.tool_args = None
+            if not isinstance(self.tool_args, dict):
+                raise ValueError(f"x-fake-tool-args must be a JSON object, not {raw!r}")

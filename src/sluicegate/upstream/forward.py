@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
@@ -270,6 +271,8 @@ class Forwarder:
             ctx.response_model = translator.response_model
             if ctx.response_filter is not None:
                 out = ctx.response_filter(out, True)  # a GatewayError here answers the client instead
+                if inspect.isawaitable(out):  # an async filter (e.g. response moderation)
+                    out = await out
             ctx.first_byte_at = time.monotonic()
             if ctx.trace is not None and ctx.trace.capture:
                 ctx.trace.capture_output(out)  # gen_ai.output.messages, only with content capture on
@@ -367,6 +370,8 @@ class Forwarder:
                     ctx.usage = usage
                 if response_filter is not None:
                     out = response_filter(out, False)
+                    if inspect.isawaitable(out):
+                        out = await out
                 if out and events:
                     out, held = _whole_events(held + out if held else out)
                 if out:
@@ -385,6 +390,8 @@ class Forwarder:
                 ctx.usage = usage
             if response_filter is not None:
                 out = response_filter(out, True)
+                if inspect.isawaitable(out):
+                    out = await out
             if held or out:
                 if capture is not None:
                     capture(held + out)
