@@ -435,3 +435,12 @@ def test_stream_tool_arguments_blocked(gateway: GatewayProcess) -> None:
     events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
     assert AWS_KEY[:10] not in text
     assert orjson.loads(events[-1])["error"]["code"] == "guardrail_blocked"
+
+
+def test_matched_content_never_in_logs_or_metrics(gateway: GatewayProcess) -> None:
+    """Runs last in this module: everything the gateway printed (logs and access log) and its metrics."""
+    printed = gateway.output()
+    metrics = httpx.get(gateway.admin_url + "/metrics").text
+    assert "sluicegate_guardrail_matches_total{" in metrics  # the counts are there
+    for matched in (EMAIL, CARD, AWS_KEY, "Bluebird", "TCK-123456"):
+        assert matched not in printed and matched not in metrics, matched
