@@ -31,11 +31,7 @@ class AnthropicToGCPVertexAI:
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """The generateContent request for the Messages body."""
         body = apply_body_mutation(to_gemini(ctx.body or {}, self.model), self.ref)
-        if self.stream:
-            target = g.model_target("google", self.model, "streamGenerateContent", "alt=sse")
-        else:
-            target = g.model_target("google", self.model, "generateContent")
-        return UpstreamRequest("POST", target, list(g.JSON_HEADERS), dumps(body))
+        return g.generate_request(body, self.model, self.stream)
 
     def response_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """SSE for streams, JSON otherwise."""

@@ -15,6 +15,7 @@ import orjson
 
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
+from sluicegate.translate.base import UpstreamRequest
 
 JSON_HEADERS = [("content-type", "application/json")]
 # Google's documented escape for clients that cannot echo a thought signature on a function call.
@@ -78,6 +79,15 @@ def model_target(publisher: str, model: str, method: str, query: str = "") -> st
         model = quote(model, safe="@")
     target = f"/publishers/{publisher}/models/{model}:{method}"
     return f"{target}?{query}" if query else target
+
+
+def generate_request(body: dict[str, Any], model: str, stream: bool) -> UpstreamRequest:
+    """The generateContent (or, streaming, streamGenerateContent?alt=sse) request for a Gemini body."""
+    if stream:
+        target = model_target("google", model, "streamGenerateContent", "alt=sse")
+    else:
+        target = model_target("google", model, "generateContent")
+    return UpstreamRequest("POST", target, list(JSON_HEADERS), orjson.dumps(body))
 
 
 def gemini_version(model: str) -> tuple[int, int]:
