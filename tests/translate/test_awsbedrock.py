@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from goldens import parse_stream, usage_dict, without_created
 from sluicegate.config.runtime import Backend, BackendRef, BodyMutation, Endpoint, Schema
 from sluicegate.core.context import Request, RequestContext
 from sluicegate.core.errors import GatewayError
@@ -78,35 +79,6 @@ def frame(item: dict[str, Any]) -> bytes:
     if name.endswith("Exception"):
         return encode_exception(name, orjson.dumps(payload))
     return encode_event(name, orjson.dumps(payload))
-
-
-def without_created(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_created(v) for k, v in value.items() if k != "created"}
-    if isinstance(value, list):
-        return [without_created(v) for v in value]
-    return value
-
-
-def parse_stream(data: bytes, anthropic: bool) -> list[Any]:
-    """Client SSE bytes as a list of parsed data payloads (and "[DONE]")."""
-    events: list[Any] = []
-    assert data.endswith(b"\n\n") or not data
-    for block in data.split(b"\n\n")[:-1]:
-        lines = block.split(b"\n")
-        payload = b"".join(line[6:] for line in lines if line.startswith(b"data: "))
-        if payload == b"[DONE]":
-            events.append("[DONE]")
-            continue
-        event = orjson.loads(payload)
-        if anthropic:
-            assert lines[0] == b"event: " + event["type"].encode()
-        events.append(without_created(event))
-    return events
-
-
-def usage_dict(usage: Usage | None) -> dict[str, int] | None:
-    return None if usage is None else {name: getattr(usage, name) for name in Usage.__slots__}
 
 
 def run_case(pair: str, case: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from goldens import parse_stream, usage_dict, without_created
 from sluicegate.config.runtime import Backend, BackendRef, BodyMutation, Endpoint, Schema
 from sluicegate.core.context import Request, RequestContext
 from sluicegate.core.errors import GatewayError
@@ -81,38 +82,6 @@ def frame(pair: str, event: Any) -> bytes:
     if pair.endswith("_anthropic"):
         return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
     return b"data: " + (event.encode() if isinstance(event, str) else orjson.dumps(event)) + b"\n\n"
-
-
-def without_created(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: without_created(v) for k, v in value.items() if k != "created"}
-    return value
-
-
-def parse_stream(data: bytes, anthropic: bool) -> list[Any]:
-    """Client SSE bytes as a list: parsed data payloads, "[DONE]", or {"comment": ...}."""
-    events: list[Any] = []
-    assert data.endswith(b"\n\n") or not data
-    for block in data.split(b"\n\n")[:-1]:
-        lines = block.split(b"\n")
-        if lines[0].startswith(b":"):
-            events.append({"comment": lines[0][1:].strip().decode()})
-            continue
-        payload = b"".join(line[6:] for line in lines if line.startswith(b"data: "))
-        if payload == b"[DONE]":
-            events.append("[DONE]")
-            continue
-        event = orjson.loads(payload)
-        if anthropic:
-            assert lines[0] == b"event: " + event["type"].encode()
-        events.append(without_created(event))
-    return events
-
-
-def usage_dict(usage: Usage | None) -> dict[str, int] | None:
-    if usage is None:
-        return None
-    return {name: getattr(usage, name) for name in Usage.__slots__}
 
 
 @pytest.mark.parametrize(("pair", "case"), CASES)

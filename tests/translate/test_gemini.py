@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 import pytest
 
+from goldens import parse_stream, usage_dict
 from sluicegate.config.runtime import Backend, BackendRef, BodyMutation, Endpoint, Schema
 from sluicegate.core.context import Request, RequestContext
 from sluicegate.core.errors import GatewayError
-from sluicegate.core.usage import Usage
 from sluicegate.translate import gemini as g
 from sluicegate.translate.anthropic_gcpanthropic import AnthropicToGCPAnthropic
 from sluicegate.translate.anthropic_gcpvertexai import (
@@ -96,30 +96,6 @@ def normalize(value: Any) -> Any:
     return value
 
 
-def parse_stream(data: bytes, anthropic: bool) -> list[Any]:
-    """Client SSE bytes as a list of parsed data payloads and "[DONE]"."""
-    events: list[Any] = []
-    assert data.endswith(b"\n\n") or not data
-    for block in data.split(b"\n\n")[:-1]:
-        lines = block.split(b"\n")
-        if lines[0].startswith(b":"):
-            events.append({"comment": lines[0][1:].strip().decode()})
-            continue
-        payload = b"".join(line[6:] for line in lines if line.startswith(b"data: "))
-        if payload == b"[DONE]":
-            events.append("[DONE]")
-            continue
-        event = orjson.loads(payload)
-        if anthropic:
-            assert lines[0] == b"event: " + event["type"].encode()
-        events.append(normalize(event))
-    return events
-
-
-def usage_dict(usage: Usage | None) -> dict[str, int] | None:
-    return None if usage is None else {name: getattr(usage, name) for name in Usage.__slots__}
-
-
 @pytest.mark.parametrize(("pair", "case"), CASES)
 def test_golden(pair: str, case: str) -> None:
     config, request = load(pair, case, "config"), load(pair, case, "request")
@@ -150,7 +126,7 @@ def test_golden(pair: str, case: str) -> None:
             sent, got = translator.response_body(b"", True)
             out.append(sent)
             usage = got or usage
-            client["events"] = parse_stream(b"".join(out), anthropic=pair.startswith("anthropic_"))
+            client["events"] = parse_stream(b"".join(out), pair.startswith("anthropic_"), normalize)
         else:
             out, usage = translator.response_body(orjson.dumps(response["body"]), True)
             client["body"] = normalize(orjson.loads(out))
