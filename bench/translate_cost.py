@@ -10,6 +10,9 @@
    `cpu_us_per_req`, or --baseline-us) to give the projected ratio.
 2. Streams: events per CPU second through ConverseStream -> OpenAI SSE (and the other stream pairs),
    fed as 16 KiB reads of the binary event stream.
+3. One whole request of bench/run.py's `bedrock` scenario (its client body and its 52-frame
+   ConverseStream answer from bench/fixtures.py): parse, translate, sign, decode and translate the stream,
+   next to the OpenAI SSE passthrough of the `stream` scenario's 51 events.
 Timings are process CPU time (time.process_time) over many iterations; read them as orders of magnitude.
 """
 
@@ -27,6 +30,8 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import fixtures
 
 from sluicegate.auth.aws_sigv4 import AWSSigV4Credential
 from sluicegate.config.runtime import Backend, BackendRef, Credential, Endpoint, Schema
@@ -247,6 +252,41 @@ def stream_events_per_second(
     return rounds * frames / (time.process_time() - start)
 
 
+def whole_stream_requests() -> dict[str, Callable[[], Any]]:
+    """name -> one streamed request of the bench scenarios, the answer arriving in one read."""
+    signer = AWSSigV4Credential(Credential("AWSCredentials", CREDENTIALS, "us-east-1"))
+    bedrock_ref = BackendRef(
+        Backend("default/b", Schema("AWSBedrock", None, None), ENDPOINTS),
+        model_name_override=fixtures.BEDROCK_MODEL_ID,
+    )
+    bedrock_body = fixtures.model_request(fixtures.MODEL_BEDROCK, True)
+    converse_wire = fixtures.converse_stream_body()
+    openai_ref, sse_body = _ref("OpenAI"), fixtures.sse_body()
+    sse_request = fixtures.model_request(fixtures.MODEL_SSE, True)
+    sse_headers = [(b"content-type", b"text/event-stream")]
+
+    def bedrock() -> None:
+        ctx = _context(bedrock_body)
+        translator = OpenAIToAWSBedrock(ctx, bedrock_ref)
+        signer.signer.sign(translator.request(ctx), AUTHORITY)
+        translator.response_headers(200, STREAM_HEADERS)
+        translator.response_body(converse_wire, False)
+        translator.response_body(b"", True)
+
+    def passthrough() -> None:
+        ctx = _context(sse_request)
+        translator = OpenAIToOpenAI(ctx, openai_ref)
+        translator.request(ctx)
+        translator.response_headers(200, sse_headers)
+        translator.response_body(sse_body, False)
+        translator.response_body(b"", True)
+
+    return {
+        f"OpenAI -> Bedrock ConverseStream, {converse_wire.count(b':event-type')} frames": bedrock,
+        f"passthrough SSE, {fixtures.SSE_EVENTS} events (reference)": passthrough,
+    }
+
+
 def baseline_from_results() -> float | None:
     """The gateway's CPU µs per passthrough request from the newest bench/run.py result, if any."""
     results = sorted((Path(__file__).parent / "results").glob("*.jsonl"))
@@ -299,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, factory, wire, frames, anthropic in cases:
         rate = stream_events_per_second(factory, wire, frames, args.events, anthropic)
         print(f"  {name:<42} {rate:10,.0f} events/s (target >= 50,000)")
+    print("Whole streamed request of the bench scenarios, CPU µs (parse + translate + sign + stream):")
+    for name, run in whole_stream_requests().items():
+        print(f"  {name:<42} {cpu_us(run, max(args.iterations // 10, 100)):7.1f}")
 
 
 if __name__ == "__main__":

@@ -130,3 +130,25 @@ def test_headers_longer_than_the_frame_are_an_error() -> None:
     decoder = EventStreamDecoder()
     assert decoder.feed(bytes(lying)) == []
     assert decoder.error is not None and "headers length" in decoder.error
+
+
+def test_a_large_frame_in_many_small_reads() -> None:
+    payload = b'{"text":"' + b"x" * 300_000 + b'"}'
+    wire = event("contentBlockDelta", payload) + STREAM[0]
+    decoder = EventStreamDecoder()
+    frames = []
+    for i in range(0, len(wire), 1000):
+        frames += decoder.feed(wire[i : i + 1000])
+        if not frames:
+            assert decoder.pending == i + 1000  # buffered until the frame is whole
+    assert [(f.event_type, f.payload) for f in frames] == [
+        ("contentBlockDelta", payload),
+        ("messageStart", b'{"role":"assistant"}'),
+    ]
+    assert decoder.error is None and decoder.pending == 0
+
+
+def test_messages_share_the_decoded_header_block() -> None:
+    decoder = EventStreamDecoder()
+    (first, one), (second, two) = decoder.messages(STREAM[2] + STREAM[2])
+    assert first is second and first[:2] == ("event", "contentBlockDelta") and one == two

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import functools
 import hashlib
 import hmac
 import time
@@ -53,6 +54,7 @@ def read_credentials_file(text: str, profile: str | None) -> tuple[str, str, str
     return access_key, secret_key, token, region
 
 
+@functools.lru_cache(maxsize=1024)  # a gateway signs a few model paths over and over
 def canonical_path(target_path: str) -> str:
     """The canonical URI as botocore builds it: dot segments and empty segments removed, then quoted."""
     segments = []
@@ -91,7 +93,7 @@ def _amz_date() -> str:
 class SigV4Signer:
     """Signs requests for one key, region and service; the derived key is cached per UTC day."""
 
-    __slots__ = ("_day", "_key", "access_key", "region", "secret_key", "service", "session_token")
+    __slots__ = ("_day", "_key", "_pads", "access_key", "region", "secret_key", "service", "session_token")
 
     def __init__(
         self,
@@ -108,6 +110,7 @@ class SigV4Signer:
         self.session_token = session_token
         self._day = ""
         self._key = b""
+        self._pads: tuple[Any, Any] = (None, None)
 
     def __repr__(self) -> str:
         return f"SigV4Signer({self.access_key[:4]}***, {self.region}, {self.service})"
@@ -118,22 +121,34 @@ class SigV4Signer:
             key = hmac.digest(("AWS4" + self.secret_key).encode(), day.encode(), "sha256")
             for part in (self.region, self.service, "aws4_request"):
                 key = hmac.digest(key, part.encode(), "sha256")
-            self._key, self._day = key, day
+            # HMAC's inner and outer hashes with the key absorbed: copying them costs half an hmac.new().
+            padded = key.ljust(64, b"\0")
+            inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+            outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+            self._key, self._pads, self._day = key, (inner, outer), day
         return self._key
+
+    def _hmac_hex(self, day: str, message: bytes) -> str:
+        """HMAC-SHA256 of message under the day's signing key, in hex."""
+        self.signing_key(day)
+        inner, outer = self._pads[0].copy(), self._pads[1].copy()
+        inner.update(message)
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def signature(
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, amz_date: str
     ) -> tuple[str, str]:
         """(signed header names, hex signature) over exactly `headers` (lower-case names, host included)."""
         path, _, query = target.partition("?")
-        canonical = sorted((name, " ".join(value.split())) for name, value in headers)
-        signed = ";".join(name for name, _ in canonical)
+        canonical = sorted([(name, " ".join(value.split())) for name, value in headers])
+        signed = ";".join([name for name, _ in canonical])
         request = "\n".join(
             (
                 method,
                 canonical_path(path),
                 canonical_query(query),
-                "".join(f"{name}:{value}\n" for name, value in canonical),
+                "".join([f"{name}:{value}\n" for name, value in canonical]),
                 signed,
                 hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256,
             )
@@ -141,7 +156,7 @@ class SigV4Signer:
         day = amz_date[:8]
         scope = f"{day}/{self.region}/{self.service}/aws4_request"
         to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(request.encode()).hexdigest()}"
-        return signed, hmac.new(self.signing_key(day), to_sign.encode(), "sha256").hexdigest()
+        return signed, self._hmac_hex(day, to_sign.encode())
 
     def sign(self, request: UpstreamRequest, authority: str, amz_date: str | None = None) -> None:
         """Add x-amz-date, x-amz-security-token and authorization to the request about to go to authority.

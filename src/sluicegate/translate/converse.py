@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Any
 from urllib.parse import quote
 
@@ -60,6 +61,7 @@ def unprocessable(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(422, message, param=param)
 
 
+@functools.lru_cache(maxsize=1024)  # quote() costs µs; a gateway sends a few model ids over and over
 def model_target(model: str, operation: str) -> str:
     """`/model/{model id}/{operation}`, the id percent-encoded as boto3 does (`:` and `/` included)."""
     return f"/model/{quote(model, safe='')}/{operation}"
@@ -390,7 +392,7 @@ class ConverseStreamToAnthropic:
         """An exception frame as an Anthropic `error` event; nothing follows it."""
         self.done = True
         status = EXCEPTION_STATUS.get(exception_type, 500)
-        kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+        kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         message = (
             f"{exception_message(payload)} ({exception_type})"
             if exception_type
@@ -410,7 +412,7 @@ class ConverseStreamToAnthropic:
 
 
 _EMPTY_TEXT = {"type": "text", "text": ""}
-_ANTHROPIC_ERROR_TYPES = {
+ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
     403: "permission_error",
     404: "not_found_error",

@@ -3,6 +3,7 @@
 The way is OpenAI -> Anthropic Messages (claude.py, the conversion every Claude backend shares) ->
 Converse (anthropic_awsbedrock.py), and back through the same two steps, so reasoning, thinking
 signatures, cache points and tool calls mean the same here as on every other Claude-family backend.
+The event stream alone comes back in one step (converse_openai.py), proven to give the same chunks.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from typing import Any
 from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
+from sluicegate.core.usage import Usage
 from sluicegate.translate import claude
 from sluicegate.translate import converse as cv
 from sluicegate.translate.anthropic_awsbedrock import AnthropicToAWSBedrock, anthropic_to_converse
 from sluicegate.translate.base import dumps
+from sluicegate.translate.converse_openai import ConverseStreamToOpenAI
 
 _SERVICE_TIERS = {"default", "flex", "priority", "reserved"}
 
@@ -65,8 +68,8 @@ class OpenAIToAWSBedrock(AnthropicToAWSBedrock):
     def __init__(self, ctx: RequestContext, ref: BackendRef) -> None:
         super().__init__(ctx, ref)
         options = (ctx.body or {}).get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        self._chunks = claude.ClaudeStreamToOpenAI(self.response_model, include_usage)
+        self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self._chunks: ConverseStreamToOpenAI | None = None
 
     def converse_body(self, ctx: RequestContext) -> dict[str, Any]:
         """The Converse request body for this OpenAI request."""
@@ -76,19 +79,26 @@ class OpenAIToAWSBedrock(AnthropicToAWSBedrock):
         """The response id: Bedrock's request id (as Envoy AI Gateway answers)."""
         return self.request_id or super().message_id().replace("msg_", "chatcmpl-")
 
+    def response_body(self, chunk: bytes, end: bool) -> tuple[bytes, Usage | None]:
+        """The event stream straight to OpenAI chunks (converse_openai.py); a JSON body as for Anthropic."""
+        if self._decoder is None:
+            return super().response_body(chunk, end)
+        chunks = self._chunks
+        if chunks is None:
+            model, message_id = self.response_model, self.message_id()
+            chunks = self._chunks = ConverseStreamToOpenAI(
+                model, message_id, self.include_usage, self._decoder
+            )
+        known = chunks.usage
+        out = chunks.feed(chunk)
+        if end:
+            out += chunks.end()
+        return out, chunks.usage if chunks.usage is not known else None
+
     def render_unary(self, response: dict[str, Any]) -> bytes:
         """A `chat.completion` for a Converse response."""
         message = cv.converse_to_anthropic(response, self.response_model, self.message_id())
         return dumps(claude.claude_to_openai(message, self.response_model))
-
-    def render_events(self, events: list[dict[str, Any]]) -> bytes:
-        """Anthropic events as OpenAI chunks."""
-        chunks = self._chunks
-        return b"".join(chunks.event(event) for event in events)
-
-    def close_stream(self) -> bytes:
-        """The usage chunk when asked for and `[DONE]`, unless the stream ended in an error."""
-        return b"" if self._chunks.error is not None else self._chunks.finish()
 
     def error(self, status: int, body: bytes) -> bytes:
         """A Bedrock error ({"message"}) in OpenAI's error envelope."""

@@ -1,0 +1,267 @@
+"""ConverseStream -> OpenAI `chat.completion.chunk` SSE in one step, for the OpenAI -> AWS Bedrock pair.
+
+The same chunks as ConverseStreamToAnthropic followed by ClaudeStreamToOpenAI (the Anthropic pair still
+goes that way; tests/translate/test_converse_openai.py proves the two agree byte for byte), without
+building an Anthropic event per frame: a text delta is the constant chunk head, its text as JSON, and
+the constant chunk tail.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from sluicegate.core.usage import Usage
+from sluicegate.translate import converse as cv
+from sluicegate.translate.eventstream import EventStreamDecoder
+
+_TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'
+_CONTENT_TAIL = b"}" + _TAIL
+_DEFAULT_STOP = ("stop", "end_turn")
+_NOT_AN_OBJECT = b"AWS Bedrock sent a stream event that is not a JSON object."
+_CUT_SHORT = "AWS Bedrock ended the stream before the model finished."
+_UNREAD = object()
+
+
+class ConverseStreamToOpenAI:
+    """Event-stream reads in, OpenAI chunks out; `usage` is Bedrock's, once the metadata event came."""
+
+    __slots__ = (
+        "_chunk_usage",
+        "_content",
+        "_id",
+        "_index",
+        "_opened",
+        "_prefix",
+        "_signatures",
+        "_started",
+        "_stop_reason",
+        "_thinking",
+        "_tools",
+        "decoder",
+        "done",
+        "error",
+        "include_usage",
+        "message_id",
+        "model",
+        "usage",
+    )
+
+    def __init__(
+        self, model: str, message_id: str, include_usage: bool, decoder: EventStreamDecoder | None = None
+    ) -> None:
+        self.model = model
+        self.message_id = message_id
+        self.include_usage = include_usage
+        self.decoder = decoder or EventStreamDecoder()
+        self.usage: Usage | None = None
+        self.done = False  # the stop (or an error) was emitted: nothing more is read
+        self.error = False  # an error chunk was emitted: the stream ends without [DONE]
+        self._id = ""  # the chunks' id: the message id from messageStart on
+        self._prefix = b""  # `data: {"id",…,"choices":[{"index":0,"delta":`, made at the first chunk
+        self._content = b""  # _prefix + `{"content":`
+        self._chunk_usage: Usage | None = None  # what the closing usage chunk reports
+        self._stop_reason: str | None = None  # Bedrock's stopReason from messageStop
+        self._started = False
+        self._index: dict[Any, int] = {}  # Bedrock contentBlockIndex of an open block -> our block index
+        self._opened = 0  # blocks opened so far (our block indexes are never reused)
+        self._tools: dict[int, int] = {}  # our block index -> tool call index
+        self._thinking: dict[int, list[str]] = {}  # our block index -> thinking text pieces
+        self._signatures: dict[int, str] = {}
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The chunks for one read of the upstream body."""
+        if self.done or not chunk:
+            return b""  # after the stop or an error the rest of the body is dropped
+        out: list[bytes] = []
+        loads, dumps, index, content = orjson.loads, orjson.dumps, self._index, self._content
+        for (kind, name, _), payload in self.decoder.messages(chunk):
+            data: Any = _UNREAD
+            if name == "contentBlockDelta" and kind == "event":  # the frame of every token: kept short
+                try:
+                    data = loads(payload)
+                except orjson.JSONDecodeError:
+                    data = None
+                if type(data) is dict:
+                    delta = data.get("delta")
+                    if type(delta) is dict and "text" in delta and content:
+                        if data.get("contentBlockIndex", 0) in index:
+                            out.append(content + dumps(delta["text"]) + _CONTENT_TAIL)
+                            continue
+            self._message(kind, name, payload, data, out)
+            if self.done:
+                break
+            content = self._content
+        if self.decoder.error is not None and not self.done:
+            broken = f"AWS Bedrock sent a broken event stream: {self.decoder.error}".encode()
+            out.append(self._exception("", broken))
+        return b"".join(out)
+
+    def end(self) -> bytes:
+        """What the end of the upstream body still owes: the stop, the usage chunk, `[DONE]` (or an error)."""
+        out: list[bytes] = []
+        if not self.done:
+            if self._stop_reason is not None:
+                self._chunk_usage = Usage()
+                self._stop(out)
+            else:
+                self.done = True
+                out.append(self._error_chunk("api_error", _CUT_SHORT))
+        if self.error:
+            return b"".join(out)
+        if self.include_usage and self._chunk_usage is not None:
+            chunk = {
+                "id": self._id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": self.model,
+                "choices": [],
+                "usage": cv.openai_usage(self._chunk_usage),
+            }
+            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        out.append(b"data: [DONE]\n\n")
+        return b"".join(out)
+
+    def _frame(self) -> None:
+        head = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+        }
+        self._prefix = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,"delta":'
+        self._content = self._prefix + b'{"content":'
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        if not self._prefix:
+            self._frame()
+        if finish is None:
+            return self._prefix + orjson.dumps(delta) + _TAIL
+        return (
+            self._prefix
+            + orjson.dumps(delta)
+            + b',"logprobs":null,"finish_reason":"'
+            + finish.encode()
+            + b'"}]}\n\n'
+        )
+
+    def _open(self, bedrock_index: Any) -> int:
+        index = self._index[bedrock_index] = self._opened
+        self._opened += 1
+        return index
+
+    def _message(self, kind: str, name: str, payload: bytes, data: Any, out: list[bytes]) -> None:
+        """Any frame (`data`: its payload parsed, or _UNREAD)."""
+        if kind != "event":
+            out.append(self._exception(name, payload))
+            return
+        if data is _UNREAD:
+            try:
+                data = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                data = None
+        if type(data) is not dict:
+            out.append(self._exception("", _NOT_AN_OBJECT))
+            return
+        if name == "contentBlockDelta":
+            delta = data.get("delta") or {}
+            bedrock_index = data.get("contentBlockIndex", 0)
+            if isinstance(delta, dict) and "text" in delta:
+                if bedrock_index not in self._index:
+                    self._open(bedrock_index)
+                out.append(self._chunk({"content": delta["text"]}))
+            else:
+                self._delta(bedrock_index, delta, out)
+        elif name == "contentBlockStart":
+            start = data.get("start")
+            use = start.get("toolUse") if isinstance(start, dict) else None
+            if isinstance(use, dict):
+                index = self._open(data.get("contentBlockIndex", 0))
+                position = self._tools[index] = len(self._tools)
+                call = {
+                    "index": position,
+                    "id": use.get("toolUseId"),
+                    "type": "function",
+                    "function": {"name": use.get("name"), "arguments": ""},
+                }
+                out.append(self._chunk({"tool_calls": [call]}))
+        elif name == "contentBlockStop":
+            index = self._index.pop(data.get("contentBlockIndex", 0), None)
+            if index is not None:
+                self._block_stop(index, out)
+        elif name == "messageStart":
+            self._id = self.message_id
+            self._frame()
+            self._chunk_usage = Usage()
+            self._started = True
+            out.append(self._chunk({"role": "assistant", "content": ""}))
+        elif name == "messageStop":
+            self._stop_reason = data.get("stopReason") or "end_turn"
+        elif name == "metadata":
+            self.usage = cv.converse_usage(data.get("usage"))
+            self._chunk_usage = cv.converse_usage(data.get("usage"))  # its own copy: the gateway owns usage
+            self._stop(out)
+
+    def _delta(self, bedrock_index: Any, delta: Any, out: list[bytes]) -> None:
+        if not isinstance(delta, dict):
+            return
+        index = self._index.get(bedrock_index)
+        if "toolUse" in delta:
+            if index is not None:
+                use = delta["toolUse"]
+                piece = (use.get("input") if isinstance(use, dict) else None) or ""
+                if piece and index in self._tools:
+                    call = {"index": self._tools[index], "function": {"arguments": piece}}
+                    out.append(self._chunk({"tool_calls": [call]}))
+        elif "reasoningContent" in delta:
+            reasoning = delta["reasoningContent"]
+            if not isinstance(reasoning, dict):
+                reasoning = {}
+            if "redactedContent" in reasoning:
+                if index is None:
+                    self._open(bedrock_index)
+                    data = cv.redacted_from_bedrock(reasoning["redactedContent"])
+                    block = {"type": "redacted_thinking", "data": data or ""}
+                    out.append(self._chunk({"thinking_blocks": [block]}))
+                return
+            if index is None:
+                index = self._open(bedrock_index)
+                self._thinking[index] = []
+            text = reasoning.get("text")
+            if text:
+                self._thinking.setdefault(index, []).append(text)
+                out.append(self._chunk({"reasoning_content": text}))
+            signature = reasoning.get("signature")
+            if signature:
+                self._signatures[index] = self._signatures.get(index, "") + signature
+
+    def _block_stop(self, index: int, out: list[bytes]) -> None:
+        if index in self._thinking or index in self._signatures:
+            text = "".join(self._thinking.pop(index, ()))
+            block = {"type": "thinking", "thinking": text, "signature": self._signatures.pop(index, "")}
+            out.append(self._chunk({"thinking_blocks": [block]}))
+
+    def _stop(self, out: list[bytes]) -> None:
+        """Close the open blocks and send the finish chunk (once the message started)."""
+        self.done = True
+        for index in sorted(self._index.values()):
+            self._block_stop(index, out)
+        self._index.clear()
+        if self._started:
+            finish = cv.STOP_REASONS.get(self._stop_reason or "end_turn", _DEFAULT_STOP)[0]
+            out.append(self._chunk({}, finish))
+
+    def _exception(self, exception_type: str, payload: bytes) -> bytes:
+        """An exception frame (or a broken stream) as an OpenAI error chunk; nothing follows it."""
+        self.done = True
+        status = cv.EXCEPTION_STATUS.get(exception_type, 500)
+        kind = cv.ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+        message = cv.exception_message(payload)
+        return self._error_chunk(kind, f"{message} ({exception_type})" if exception_type else message)
+
+    def _error_chunk(self, kind: str, message: str) -> bytes:
+        self.error = True
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        return b"data: " + orjson.dumps(body) + b"\n\n"
