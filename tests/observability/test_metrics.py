@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sluicegate.config.runtime import Backend, BackendRef, Endpoint, Rule, Schema
 from sluicegate.core.context import Request, RequestContext
 from sluicegate.core.usage import Usage
-from sluicegate.observability.access_log import AccessLog, entry
+from sluicegate.observability.access_log import BUFFER_BYTES, AccessLog, entry
 from sluicegate.observability.metrics import OTHER, Metrics, parse_header_labels
 from sluicegate.observability.state import tracing_wanted
+
+from .metric_scenario import record_scenario, scenario_text
 
 BEDROCK = Backend("default/bedrock", Schema("AWSBedrock"), (Endpoint("127.0.0.1", 1, False),))
 RULE = Rule("default/route", "rule-0", (), (), (BackendRef(BEDROCK, model_name_override="claude-x"),))
@@ -141,3 +145,82 @@ def test_access_log_writes_every_queued_line_on_close(tmp_path: Path) -> None:
     assert [line["x-request-id"] for line in lines] == [f"r{i}" for i in range(500)]
     assert lines[7]["gen_ai.usage.input_tokens"] == 7 and lines[7]["gen_ai.provider.name"] == "aws.bedrock"
     assert "sk-hidden" not in path.read_text()
+
+
+def test_scrape_is_what_prometheus_client_gave() -> None:
+    # golden_metrics.txt was written by the prometheus_client Counter/Histogram implementation
+    golden = (Path(__file__).parent / "golden_metrics.txt").read_text()
+    assert scenario_text() == golden
+
+
+def test_every_series_has_its_created_sample() -> None:
+    registry = CollectorRegistry()
+    record_scenario(Metrics(registry))
+    for family in registry.collect():
+        kinds = {s.name[len(family.name) :] for s in family.samples}
+        series = {tuple(sorted((k, v) for k, v in s.labels.items() if k != "le")) for s in family.samples}
+        created = [s for s in family.samples if s.name.endswith("_created")]
+        assert len(created) == len(series), family.name
+        assert all(abs(s.value - time.time()) < 60 for s in created)
+        assert kinds <= {"_total", "_created", "_bucket", "_count", "_sum"}
+
+
+def test_a_second_metrics_on_one_registry_is_refused() -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    Metrics(registry)
+    with pytest.raises(ValueError):
+        Metrics(registry)
+
+
+def test_a_negative_cost_is_refused_as_by_a_counter() -> None:
+    metrics = Metrics(CollectorRegistry())
+    with pytest.raises(ValueError):
+        metrics.record(context(costs={"llm_total_token": -1}))
+
+
+def test_access_log_entry_fields() -> None:
+    ctx = context(
+        {"x-request-id": "r1", "agent-session-id": "s1", "user-agent": "ua"},
+        usage=Usage(7, 5, 12, cached_input_tokens=2),
+        stream=True,
+        upstream_seconds=0.0104445,
+        costs={"llm_input_token": 7, "duration": 99},
+        attempt_log=["default/bedrock:200"],
+        attempts=1,
+    )
+    ctx.first_byte_at = ctx.started_at + 0.0015
+    before = time.time()
+    record = entry(ctx, "aws.bedrock", ctx.started_at + 0.0123456)
+    assert record["duration"] == 12.346 and record["upstream_time"] == 10.445
+    assert record["token_latency_ttft"] == 1.5
+    assert record["duration"] != 99 and record["llm_input_token"] == 7  # a cost never hides a field
+    assert list(record)[:5] == ["start_time", "method", "request.path", "response_code", "duration"]
+    assert list(record)[-2:] == ["error", "llm_input_token"]
+    started = datetime.fromisoformat(record["start_time"]).timestamp()
+    assert before - 0.02 <= started <= time.time() and record["start_time"].endswith("+00:00")
+    assert record["gen_ai.request.model"] == "claude-x" and record["gen_ai.original.model"] == "gpt-4o"
+    assert record["route"] == "default/route" and record["backend"] == "default/bedrock"
+    assert record["x-request-id"] == "r1" and record["session.id"] == "s1" and record["user_agent"] == "ua"
+    assert record["gen_ai.usage.cached_input_tokens"] == 2 and record["gen_ai.usage.reasoning_tokens"] == 0
+    bare = entry(context(usage=None, rule=None, backend_ref=None, status=0), "", ctx.started_at)
+    assert bare["response_code"] == 500 and bare["gen_ai.usage.input_tokens"] is None
+    assert bare["route"] is None and bare["gen_ai.provider.name"] is None
+
+
+def test_access_log_batches_on_an_event_loop(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    writer = AccessLog(str(path))
+    padding = "x" * 3000
+
+    async def write_all() -> None:
+        for i in range(2000):  # about 6 MB: buffers fill and go to the writer before the flush timer
+            writer.write({"n": i, "pad": padding})
+            if i % 300 == 0:
+                await asyncio.sleep(0)
+        writer.write({"n": "huge", "pad": "y" * (BUFFER_BYTES + 10)})  # longer than a buffer
+        writer.write({"n": "last"})
+
+    asyncio.run(write_all())
+    writer.close()
+    lines = [json.loads(line)["n"] for line in path.read_text().splitlines()]
+    assert lines == [*range(2000), "huge", "last"] and writer.dropped == 0

@@ -48,9 +48,9 @@ class Observe(Filter):
         """Record the finished request; a failure here is logged once, never raised into the response."""
         now = time.monotonic()
         try:
-            self.metrics.record(ctx, now)
+            provider = self.metrics.record(ctx, now)  # the provider name, looked up with the series
             if self.access is not None:
-                self.access.write(entry(ctx, provider_name(ctx.backend_ref), now))
+                self.access.write(entry(ctx, provider, now))
         except Exception:
             if not self._failed:
                 self._failed = True
