@@ -7,9 +7,9 @@ import logging
 import sys
 
 from sluicegate import __version__
-from sluicegate.config.compile import load_config
-from sluicegate.config.errors import ConfigError
-from sluicegate.config.summary import summarize
+
+# Each command imports what it needs: `version` and `fake-provider` do not load the config compiler (nor the
+# metrics, guardrail and rate-limit modules it brings), `run` loads the server besides.
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sluicegate {__version__}")
         return 0
     if args.command == "check":
+        from sluicegate.config.compile import load_config
+        from sluicegate.config.errors import ConfigError
+        from sluicegate.config.summary import summarize
+
         try:
             config = load_config(args.paths)
         except ConfigError as exc:
@@ -141,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sluicegate.config.errors import ConfigError
     from sluicegate.observability.state import Settings, configure
     from sluicegate.server.app import RunOptions, run
     from sluicegate.server.http import ServerLimits

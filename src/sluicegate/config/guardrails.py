@@ -6,8 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import re2
-
 from sluicegate.config.fields import Fields, Meta, ObjectRef, Sink, read_ref, read_refs
 from sluicegate.guardrails.detectors import BUILTIN, GROUPS, compile_re2, expand
 from sluicegate.guardrails.engine import (
@@ -48,6 +46,8 @@ class GuardrailPolicy:
 
 def _deny_pattern(words: list[str], case_sensitive: bool) -> str:
     """One alternation of literal words/phrases, with word boundaries where they start/end with one."""
+    import re2  # here, not at the top: only a config with guardrails loads re2
+
     parts = []
     for word in words:
         escaped = re2.escape(word)
@@ -99,6 +99,8 @@ def _rule(policy: Meta, item: Fields, index: int) -> tuple[GuardRule, Moderation
         mask = pattern.text("mask") or f"[{label.upper()}]"
         pattern.done()
         if regex:
+            import re2  # here, not at the top: only a config with guardrails loads re2
+
             try:
                 scans.append(Scan(compile_re2(regex), label, mask))
             except re2.error as exc:

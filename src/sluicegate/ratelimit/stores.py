@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sluicegate.ratelimit.memory import MemoryStore
 from sluicegate.ratelimit.store import RateLimitStore
+
+if TYPE_CHECKING:
+    from sluicegate.ratelimit.redis import RedisStore
 
 DEFAULT_TIMEOUT = 0.5  # seconds a Redis call may take before the request fails open (or closed)
 
@@ -29,6 +34,23 @@ def open_stores(redis_url: str | None, fail_closed: bool = False, timeout: float
     local = MemoryStore()
     if not redis_url:
         return Stores(local, local, fail_closed)
-    from sluicegate.ratelimit.redis import RedisStore  # redis-py is imported only when it is used
+    return Stores(local, _redis_store()(redis_url, timeout), fail_closed)
 
-    return Stores(local, RedisStore(redis_url, timeout), fail_closed)
+
+# redis-py imports these, when installed, for its own OpenTelemetry metrics, which are off unless a program
+# turns them on (we never do); with the SDK's metrics it loads psutil too: ~3 MB of RSS for nothing.
+_REDIS_OPTIONAL = ("opentelemetry.metrics", "opentelemetry.sdk.metrics")
+
+
+def _redis_store() -> type[RedisStore]:
+    """RedisStore, with redis-py imported here only (when used) and without its optional OTel metrics."""
+    hidden = [name for name in _REDIS_OPTIONAL if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # None: "import fails", as if not installed
+    try:
+        from sluicegate.ratelimit.redis import RedisStore
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+    return RedisStore
