@@ -40,6 +40,10 @@ class ClientWriter(Protocol):
     async def drain(self) -> None:
         """Wait while the client is not reading (back-pressure)."""
 
+    @property
+    def write_paused(self) -> bool:
+        """Whether the client is not reading: written data would only pile up."""
+
     def end(self) -> None:
         """Finish a started response."""
 

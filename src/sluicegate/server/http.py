@@ -22,6 +22,7 @@ ErrorRenderer = Callable[[Request | None, int, str], tuple[list[tuple[bytes, byt
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _PIPELINE_DEPTH = 16  # queued requests per connection before we stop reading from it
 _HIGH_WATER = 256 * 1024
+_FLUSH_AT = 64 * 1024  # held-back response bytes that drain() writes out at once
 
 
 @dataclass(slots=True)
@@ -68,6 +69,11 @@ class HttpConnection(asyncio.Protocol):
         self._chunked = False
         self._http10 = False  # HTTP/1.0 client: no chunked encoding, a streamed body ends with the close
         self._keep_alive = True
+        # Pieces of a streamed response are held back until the current loop turn ends and go out in one
+        # write: a stream that arrives whole (head, events, last chunk) costs one send() syscall, not three+.
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_soon = False
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -147,6 +153,7 @@ class HttpConnection(asyncio.Protocol):
             if lower == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
         if expect_continue and self.transport is not None and self.task is None:
+            self._flush()
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -210,6 +217,7 @@ class HttpConnection(asyncio.Protocol):
                 log.exception("unhandled error answering %s %s", request.method, request.path)
             if self.transport is not None:
                 if self._started:
+                    self._flush()
                     self.transport.abort()  # a half-sent response cannot be repaired: cut it
                     self.transport = None
                     return
@@ -220,6 +228,7 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is None:
             return
         if not self._keep_alive or (self.closing and not self.queue):
+            self._flush()
             self.transport.close()
             self.transport = None
             return
@@ -245,7 +254,11 @@ class HttpConnection(asyncio.Protocol):
             framing += b"connection: close\r\n"
         head = _head(status, headers, framing + b"\r\n")
         head += body
-        self.transport.write(head)
+        if self._out:
+            self._held(bytes(head))
+            self._flush()
+        else:
+            self.transport.write(head)
 
     def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """Start a streamed response: chunked, or until close for an HTTP/1.0 client."""
@@ -254,25 +267,56 @@ class HttpConnection(asyncio.Protocol):
             raise ConnectionResetError("client disconnected")
         if self._http10:
             self._keep_alive = False
-            self.transport.write(_head(status, headers, b"connection: close\r\n\r\n"))
+            self._held(bytes(_head(status, headers, b"connection: close\r\n\r\n")))
             return
         self._chunked = True
         framing = b"transfer-encoding: chunked\r\n"
         if not self._keep_alive or self.closing:
             framing += b"connection: close\r\n"
-        self.transport.write(_head(status, headers, framing + b"\r\n"))
+        self._held(bytes(_head(status, headers, framing + b"\r\n")))
 
     def write(self, data: bytes) -> None:
         """Write one piece of a started response (empty data writes nothing)."""
         if self.transport is None:
             raise ConnectionResetError("client disconnected")
         if data:
-            self.transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+            if self._chunked:
+                self._held(b"%x\r\n" % len(data))
+                self._held(data)
+                self._held(b"\r\n")
+            else:
+                self._held(data)
+
+    def _held(self, data: bytes) -> None:
+        """Queue response bytes for the write at the end of this loop turn."""
+        self._out.append(data)
+        self._out_size += len(data)
+        if not self._flush_soon:
+            self._flush_soon = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write the held-back response bytes in one piece."""
+        self._flush_soon = False
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        self._out_size = 0
+        if self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    @property
+    def write_paused(self) -> bool:
+        """Whether the client's socket buffer is full."""
+        return self._write_paused
 
     async def drain(self) -> None:
         """Wait while the client's socket buffer is full."""
         if self.transport is None:
             raise ConnectionResetError("client disconnected")
+        if self._out_size >= _FLUSH_AT:
+            self._flush()
         if self._write_paused:
             self._drain_waiter = self.loop.create_future()
             try:
@@ -283,7 +327,7 @@ class HttpConnection(asyncio.Protocol):
     def end(self) -> None:
         """Finish a started response."""
         if self.transport is not None and self._chunked:
-            self.transport.write(b"0\r\n\r\n")
+            self._held(b"0\r\n\r\n")
         self._chunked = False
 
     # -- failures before a handler runs -----------------------------------------------------
@@ -325,6 +369,7 @@ class HttpConnection(asyncio.Protocol):
         """During shutdown: close now when nothing runs, else after the current response."""
         self.closing = True
         if self.task is None and not self.queue and self.transport is not None:
+            self._flush()
             self.transport.close()
             self.transport = None
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 
 import httptools
 
 _HIGH_WATER = 256 * 1024  # buffered response bytes before we stop reading from the backend
 _LOW_WATER = 64 * 1024
+_SWEEP_SECONDS = 0.02  # how late a deadline may fire; one timer for all waits instead of one per wait
 
 
 class UpstreamError(Exception):
@@ -30,6 +33,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
+        self.deadline = 0.0  # time.monotonic() after which a wait raises TimeoutError; 0 = none
+        # Takes body pieces as they arrive (True: taken) instead of queueing them for read_chunk: a relay
+        # then costs no task wake-up per piece. Declined pieces (False) queue as usual.
+        self.sink: Callable[[bytes], bool] | None = None
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
@@ -78,6 +85,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.sink is not None and not self._body and self.sink(body):
+            return
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and self.transport is not None:
@@ -148,11 +157,47 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def _wait(self) -> None:
         self._waiter = self.loop.create_future()
+        if self.deadline:
+            _DEADLINES.watch(self)
         try:
             await self._waiter
         finally:
             self._waiter = None
+        if self.deadline and time.monotonic() >= self.deadline:
+            raise TimeoutError
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+
+class _Deadlines:
+    """Wakes waits whose connection's deadline passed; one periodic timer for all connections of a loop."""
+
+    def __init__(self) -> None:
+        self.watched: set[UpstreamConnection] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self, connection: UpstreamConnection) -> None:
+        if self.loop is not connection.loop:  # a new event loop (tests run several): start afresh
+            self.watched.clear()
+            self.timer, self.loop = None, connection.loop
+        self.watched.add(connection)
+        if self.timer is None:
+            self.timer = connection.loop.call_later(_SWEEP_SECONDS, self.sweep, connection.loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = time.monotonic()
+        for connection in list(self.watched):
+            waiter = connection._waiter
+            if waiter is None or not connection.deadline:
+                self.watched.discard(connection)
+            elif now >= connection.deadline:
+                self.watched.discard(connection)
+                if not waiter.done():
+                    waiter.set_result(None)
+        self.timer = loop.call_later(_SWEEP_SECONDS, self.sweep, loop) if self.watched else None
+
+
+_DEADLINES = _Deadlines()

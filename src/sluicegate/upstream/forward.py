@@ -224,16 +224,16 @@ class Forwarder:
         body = b""
         connection: UpstreamConnection | None = None
         waited_from = time.monotonic()
+        deadline = 0.0 if timeout is None else waited_from + timeout
         try:
-            async with asyncio.timeout(timeout):
-                connection = await self._exchange(pool, upstream, resilience.connect_timeout)
-                head_at = time.monotonic()
-                status, response_headers = connection.status, connection.headers
-                streaming = status < 400 and _is_stream(response_headers, ctx.stream)
-                if streaming:
-                    first = await connection.read_chunk()  # a stream may still fail over until this arrives
-                else:
-                    body = await connection.read_body()
+            connection = await self._exchange(pool, upstream, resilience.connect_timeout, deadline)
+            head_at = time.monotonic()
+            status, response_headers = connection.status, connection.headers
+            streaming = status < 400 and _is_stream(response_headers, ctx.stream)
+            if streaming:
+                first = await connection.read_chunk()  # a stream may still fail over until this arrives
+            else:
+                body = await connection.read_body()
         except TimeoutError:
             if connection is not None:
                 connection.close()
@@ -318,17 +318,28 @@ class Forwarder:
         raise GatewayError(status, failure.message, headers=where)
 
     async def _exchange(
-        self, pool: Pool, upstream: UpstreamRequest, connect_timeout: float
+        self, pool: Pool, upstream: UpstreamRequest, connect_timeout: float, deadline: float
     ) -> UpstreamConnection:
-        """Send the request and wait for the response head; one retry when a reused connection was stale."""
+        """Send the request and wait for the response head; one retry when a reused connection was stale.
+
+        `deadline` (time.monotonic(), 0 for none) bounds the whole attempt: waits on the connection raise
+        TimeoutError once it passes (cheaper than a timer per request: see connection._Deadlines).
+        """
         for _ in range(2):
+            if deadline and deadline - time.monotonic() < connect_timeout:
+                connect_timeout = deadline - time.monotonic()
+                if connect_timeout <= 0:
+                    raise TimeoutError
             try:
                 connection = await pool.acquire(connect_timeout)
             except UpstreamError as exc:
+                if deadline and time.monotonic() >= deadline:
+                    raise TimeoutError from exc
                 raise _ConnectFailure(str(exc)) from exc
             reused = connection.requests_sent > 0
             try:
                 connection.send(upstream.method, upstream.target, upstream.headers, upstream.body)
+                connection.deadline = deadline
                 await connection.read_head()
                 return connection
             except UpstreamError:
@@ -352,17 +363,19 @@ class Forwarder:
         backend: Backend,
         api: str,
     ) -> bool:
-        """Relay a stream chunk by chunk (a slow client pauses the upstream read); False if it broke.
+        """Relay a stream piece by piece (a slow client pauses the upstream read); False if it broke.
 
-        A break ends the stream with an error event in the client API's format, after the last whole
-        event: what follows the last event boundary is held back until the boundary arrives.
+        Without a response filter the pieces are relayed as they arrive, from the connection's callback
+        (`_StreamRelay.take`); this coroutine then only waits for the end, and handles what the callback
+        declines (while the client is not reading) the same way. A break ends the stream with an error
+        event in the client API's format, after the last whole event: what follows the last event boundary
+        is held back until the boundary arrives.
         """
         client.start(ctx.status, headers)
-        events = _is_sse(headers)
-        held = b""
-        trace = ctx.trace
-        capture = trace.capture_output if trace is not None and trace.capture else None
+        relay = _StreamRelay(ctx, connection, translator, client, _is_sse(headers), idle_timeout)
         response_filter = ctx.response_filter
+        if response_filter is None:
+            connection.sink = relay.take
         try:
             while chunk is not None:
                 out, usage = translator.response_body(chunk, False)
@@ -372,19 +385,15 @@ class Forwarder:
                     out = response_filter(out, False)
                     if inspect.isawaitable(out):
                         out = await out
-                if out and events:
-                    out, held = _whole_events(held + out if held else out)
                 if out:
-                    if not ctx.first_byte_at:
-                        ctx.first_byte_at = time.monotonic()
-                    if capture is not None:
-                        capture(out)
-                    client.write(out)
+                    relay.write(out)
                     await client.drain()
                 waited_from = time.monotonic()
-                async with asyncio.timeout(idle_timeout):
-                    chunk = await connection.read_chunk()
+                connection.deadline = waited_from + idle_timeout if idle_timeout else 0.0
+                chunk = await connection.read_chunk()
                 ctx.upstream_seconds += time.monotonic() - waited_from
+                if relay.failure is not None:
+                    raise relay.failure
             out, usage = translator.response_body(b"", True)
             if usage is not None:
                 ctx.usage = usage
@@ -392,15 +401,12 @@ class Forwarder:
                 out = response_filter(out, True)
                 if inspect.isawaitable(out):
                     out = await out
-            if held or out:
-                if capture is not None:
-                    capture(held + out)
-                client.write(held + out)
+            relay.write(out, end=True)
         except (UpstreamError, TimeoutError) as exc:
             connection.close()
             broke = str(exc) or f"no data for {idle_timeout:g}s"
             ctx.error = f"stream from {backend.name} broke: {broke}"
-            if not events:
+            if not relay.events:
                 raise ConnectionAbortedError(ctx.error) from exc
             status = 504 if isinstance(exc, TimeoutError) else 502
             error = GatewayError(status, f"The backend stream broke off: {broke}.")
@@ -410,13 +416,14 @@ class Forwarder:
         except GatewayError as exc:  # a response filter ended the stream (e.g. a guardrail blocked it)
             connection.close()
             ctx.error = exc.message
-            client.write(held + exc.stream_event(api) if events else held)
+            client.write(relay.held + exc.stream_event(api) if relay.events else relay.held)
             client.end()
             return True
         except BaseException:
             connection.close()  # the client left or we were cancelled: the backend owes us nothing more
             raise
         finally:
+            connection.sink = None
             ctx.response_model = translator.response_model
         client.end()
         return True
@@ -437,6 +444,60 @@ class Forwarder:
             headers = [h for h in headers if h[0] not in drop]
             headers += mutation.set
         return headers
+
+
+class _StreamRelay:
+    """The way of a stream's pieces to the client: whole events only, first-byte time, trace capture."""
+
+    __slots__ = ("capture", "client", "connection", "ctx", "events", "failure", "held", "idle", "translator")
+
+    def __init__(
+        self,
+        ctx: RequestContext,
+        connection: UpstreamConnection,
+        translator: Translator,
+        client: ClientWriter,
+        events: bool,
+        idle: float | None,
+    ) -> None:
+        self.ctx, self.connection, self.translator, self.client = ctx, connection, translator, client
+        self.events = events  # server-sent events: cut only at event boundaries
+        self.idle = idle
+        self.held = b""  # the start of an event whose end has not arrived
+        self.failure: BaseException | None = None  # raised by `take`, re-raised by the relay coroutine
+        trace = ctx.trace
+        self.capture = trace.capture_output if trace is not None and trace.capture else None
+
+    def write(self, out: bytes, end: bool = False) -> None:
+        """Send the translated bytes, up to the last whole event unless this is the end."""
+        if self.held:
+            out = self.held + out
+            self.held = b""
+        if self.events and not end and out:
+            out, self.held = _whole_events(out)
+        if out:
+            if not self.ctx.first_byte_at:
+                self.ctx.first_byte_at = time.monotonic()
+            if self.capture is not None:
+                self.capture(out)
+            self.client.write(out)
+
+    def take(self, chunk: bytes) -> bool:
+        """The connection's sink: relay a piece now; decline (False) while the client is not reading."""
+        if self.failure is not None or self.client.write_paused:
+            return False
+        try:
+            out, usage = self.translator.response_body(chunk, False)
+            if usage is not None:
+                self.ctx.usage = usage
+            if out:
+                self.write(out)
+        except BaseException as exc:  # the coroutine raises it, as if it had relayed the piece itself
+            self.failure = exc
+            return False
+        if self.idle:
+            self.connection.deadline = time.monotonic() + self.idle
+        return True
 
 
 def _is_stream(headers: list[tuple[bytes, bytes]], asked: bool) -> bool:
