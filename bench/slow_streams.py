@@ -155,6 +155,7 @@ def analyse(results: list[tuple[bytes, list[tuple[int, float]]]], events: int, d
     """Per event: arrival - write (extra) and arrival - (first write + i * delay) (late)."""
     extra: list[float] = []
     late: list[float] = []
+    steady: list[float] = []  # extra delay of events after the first 100 ms (when every stream has started)
     complete = 0
     for data, marks in results:
         found = list(EVENT_RE.finditer(data))
@@ -168,6 +169,8 @@ def analyse(results: list[tuple[bytes, list[tuple[int, float]]]], events: int, d
             arrival = marks[k][1]
             sent = float(match.group(1))
             extra.append((arrival - sent) * 1000)
+            if i * delay >= 0.1:
+                steady.append(extra[-1])
             late.append((arrival - (first + i * delay)) * 1000)
     extra.sort()
     late.sort()
@@ -181,6 +184,8 @@ def analyse(results: list[tuple[bytes, list[tuple[int, float]]]], events: int, d
         "extra_p50_ms": pct(extra, 0.5),
         "extra_p99_ms": pct(extra, 0.99),
         "extra_max_ms": extra[-1] if extra else float("nan"),
+        "steady_p99_ms": pct(sorted(steady), 0.99),
+        "steady_max_ms": max(steady) if steady else float("nan"),
         "late_p99_ms": pct(late, 0.99),
         "late_max_ms": late[-1] if late else float("nan"),
     }
