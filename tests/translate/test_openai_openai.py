@@ -123,3 +123,38 @@ def test_sse_events_handle_crlf_and_multiline_data() -> None:
     events = SSEEvents()
     assert events.feed(b"event: x\r\ndata: a\r\ndata: b\r\n") == []
     assert events.feed(b"\r\ndata: c\r\n\r\n: comment\n\n") == [b"a\nb", b"c"]
+
+
+def _stream_usage(events: list[dict], cut: int | None = None) -> Usage | None:
+    """Feed SSE events (all in one piece, or cut every `cut` bytes); the last usage the translator saw."""
+    ctx = context({"model": "m", "stream": True})
+    translator = OpenAIToOpenAI(ctx, BackendRef(BACKEND))
+    translator.response_headers(200, [(b"content-type", b"text/event-stream")])
+    data = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    pieces = [data] if cut is None else [data[i : i + cut] for i in range(0, len(data), cut)]
+    usage = None
+    for piece in pieces:
+        out, found = translator.response_body(piece, False)
+        assert out == piece
+        usage = found or usage
+    return translator.response_body(b"", True)[1] or usage
+
+
+def _chunk(usage: dict | None, content: str = "x") -> dict:
+    delta = {"index": 0, "delta": {"content": content}, "finish_reason": None}
+    return {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [delta], "usage": usage}
+
+
+@pytest.mark.parametrize("cut", [None, 1, 7, 64])
+def test_stream_usage_is_the_last_usage_object_wherever_it_is(cut: int | None) -> None:
+    final = {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}
+    # OpenAI: null on every chunk, the object on the last one
+    last = {**_chunk(final), "choices": []}
+    assert _stream_usage([_chunk(None), _chunk(None), last], cut) == Usage(5, 9, 14)
+    # an object followed by null chunks in the same read is not lost
+    assert _stream_usage([_chunk(None), _chunk(final), _chunk(None), _chunk(None)], cut) == Usage(5, 9, 14)
+    # vLLM's continuous usage: an object on every chunk, the last one counts
+    running = [_chunk({"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}) for n in range(10)]
+    assert _stream_usage(running, cut) == Usage(5, 9, 14)
+    # the word in the text is not a usage field
+    assert _stream_usage([_chunk(None, 'say "usage": {"prompt_tokens": 1}')], cut) is None

@@ -63,14 +63,16 @@ class OpenAIToOpenAI:
                 first = block.find(b"\n\n")
                 for payload in payloads(block if first < 0 else block[:first]):
                     self._read_event(payload)
-            # an object only where some "usage" is not null (two C scans decide that for most chunks)
-            with_usage = block and block.count(b'"usage"') != block.count(b'"usage":null')
-            for match in _USAGE_OBJECT.finditer(block) if with_usage else ():
-                start = block.rfind(b"\n\n", 0, match.start())
-                start = 0 if start < 0 else start + 2
-                stop = block.find(b"\n\n", match.end())
-                for payload in payloads(block[start : stop if stop >= 0 else len(block)]):
-                    usage = self._read_event(payload) or usage
+            # The last usage object of the block is the one that counts. Found from the end: the last
+            # "usage" is usually that object (OpenAI's final chunk) or null on a mid-stream chunk; the
+            # whole block is searched only when a null follows an earlier object.
+            last = block.rfind(b'"usage"') if block else -1
+            if last >= 0:
+                if _USAGE_OBJECT.match(block, last):
+                    usage = self._read_event_at(block, last)
+                else:
+                    for match in _USAGE_OBJECT.finditer(block, 0, last):
+                        usage = self._read_event_at(block, match.start()) or usage
             if self._strip is not None:
                 chunk = self._strip.feed(chunk, end)
             return chunk, usage
@@ -87,6 +89,16 @@ class OpenAIToOpenAI:
         self.response_model = parsed.get("model") or ""
         usage = parsed.get("usage")
         return body, Usage.from_openai(usage) if isinstance(usage, dict) else None
+
+    def _read_event_at(self, block: bytes, at: int) -> Usage | None:
+        """The usage of the event around position `at` of a block of whole events."""
+        start = block.rfind(b"\n\n", 0, at)
+        start = 0 if start < 0 else start + 2
+        stop = block.find(b"\n\n", at)
+        usage = None
+        for payload in payloads(block[start : stop if stop >= 0 else len(block)]):
+            usage = self._read_event(payload) or usage
+        return usage
 
     def _read_event(self, payload: bytes) -> Usage | None:
         try:
