@@ -519,11 +519,16 @@ def _is_sse(headers: list[tuple[bytes, bytes]]) -> bool:
 
 def _whole_events(data: bytes) -> tuple[bytes, bytes]:
     """(the events data completes, the rest): split after the last blank line."""
-    cut = max(data.rfind(b"\n\n") + 2, data.rfind(b"\r\n\r\n") + 4)
+    lf = data.rfind(b"\n\n")
+    cut = lf + 2 if lf >= 0 else 0
+    if b"\r" in data:  # a CRLF stream (searched only then: a reverse search reads the whole block)
+        crlf = data.rfind(b"\r\n\r\n")
+        if crlf >= 0:
+            cut = max(cut, crlf + 4)
+    if cut == 0:
+        return b"", data
     if cut >= len(data):
         return data, b""
-    if cut < 2:
-        return b"", data
     return data[:cut], data[cut:]
 
 
