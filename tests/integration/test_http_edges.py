@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -225,6 +226,37 @@ def test_pipelined_requests_are_answered_in_order(gateway: GatewayProcess) -> No
     assert answer.count(b"HTTP/1.1 200 ") == 5
     positions = [answer.index(f"Echo: pipelined-{i}".encode()) for i in range(5)]
     assert positions == sorted(positions)
+
+
+def test_a_burst_of_new_requests_is_served_whole_and_in_order(gateway: GatewayProcess) -> None:
+    # 300 connections x 2 pipelined requests land at once (sent while the gateway is stopped): more than
+    # the server starts in one loop turn (server/http.py _STARTS_PER_TURN), so most wait for a later turn;
+    # every one must still be answered.
+    sockets = [socket.create_connection(("127.0.0.1", gateway.port), timeout=10) for _ in range(300)]
+    time.sleep(0.2)  # accepted
+    gateway.proc.send_signal(signal.SIGSTOP)
+    try:
+        for n, s in enumerate(sockets):
+            requests = b""
+            for i in range(2):
+                body = orjson.dumps(chat(text=f"burst-{n}-{i}"))
+                close = b"connection: close\r\n" if i == 1 else b""
+                requests += (
+                    b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+                    + close
+                    + b"content-length: %d\r\n\r\n" % len(body)
+                    + body
+                )
+            s.sendall(requests)
+    finally:
+        gateway.proc.send_signal(signal.SIGCONT)
+    for n, s in enumerate(sockets):
+        with s:
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
+        assert answer.index(f"Echo: burst-{n}-0".encode()) < answer.index(f"Echo: burst-{n}-1".encode())
 
 
 def test_slow_request_head_gets_408_and_close(gateway: GatewayProcess) -> None:

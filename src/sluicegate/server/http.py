@@ -23,6 +23,9 @@ _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _PIPELINE_DEPTH = 16  # queued requests per connection before we stop reading from it
 _HIGH_WATER = 256 * 1024
 _FLUSH_AT = 64 * 1024  # held-back response bytes that drain() writes out at once
+# Requests started per loop turn; more wait for the next turn, so that a burst of new requests cannot
+# hold up the streams already running for longer than one turn's worth of starts (about 3 ms).
+_STARTS_PER_TURN = 64
 
 
 @dataclass(slots=True)
@@ -60,6 +63,7 @@ class HttpConnection(asyncio.Protocol):
         self.peer = ""
         self.queue: deque[tuple[Request, bool, bool]] = deque()  # (request, keep_alive, http/1.0)
         self.task: asyncio.Task[None] | None = None
+        self.admitting = False  # the next request waits for a start slot (HttpServer.admit)
         self.deadline = 0.0  # loop time after which the sweeper closes us; 0 = none
         self.closing = False  # finish the current response, then close
         self.reading_paused = False
@@ -195,7 +199,17 @@ class HttpConnection(asyncio.Protocol):
     # -- running handlers -------------------------------------------------------------------
 
     def _next(self) -> None:
-        if not self.queue or self.transport is None:
+        if not self.queue or self.transport is None or self.admitting:
+            return
+        if not self.server.admit(self):
+            self.admitting = True  # the server calls start_next in a later loop turn
+            return
+        self.start_next()
+
+    def start_next(self) -> None:
+        """Run the handler for the first queued request."""
+        self.admitting = False
+        if not self.queue or self.transport is None or self.task is not None:
             return
         request, keep_alive, self._http10 = self.queue.popleft()
         self._keep_alive = keep_alive and not self.closing
@@ -390,6 +404,30 @@ class HttpServer:
         self.connections: set[HttpConnection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._starts = 0  # requests started in this loop turn
+        self._waiting: deque[HttpConnection] = deque()  # connections whose next request waits for a turn
+
+    def admit(self, connection: HttpConnection) -> bool:
+        """Whether a request may start now; if not, the connection starts in a later loop turn."""
+        if self._starts < _STARTS_PER_TURN and not self._waiting:
+            if not self._starts:
+                self.loop.call_soon(self._next_turn)
+            self._starts += 1
+            return True
+        self._waiting.append(connection)
+        return False
+
+    def _next_turn(self) -> None:
+        """Start the requests that waited; runs once per loop turn while any wait."""
+        self._starts = 0
+        waiting = self._waiting
+        while waiting and self._starts < _STARTS_PER_TURN:
+            connection = waiting.popleft()
+            if connection.transport is not None:
+                self._starts += 1
+                connection.start_next()
+        if self._starts:
+            self.loop.call_soon(self._next_turn)
 
     async def listen(self, host: str, port: int, reuse_port: bool = False) -> int:
         """Start accepting; returns the bound port."""
