@@ -143,6 +143,11 @@ def check_targets(scenarios: dict, rows: list[dict], comparable: bool, special: 
         out.append(_verdict("bedrock: req/s ÷ Sluicegate json passthrough", f">= {BEDROCK_VS_PASSTHROUGH}",
                             f"{ratio:.3f}",
                             clean("bedrock") and ratio >= BEDROCK_VS_PASSTHROUGH))  # fmt: skip
+    streamed = scenarios.get("stream", {}).get("targets", {}).get("sluicegate")
+    if bedrock and streamed:  # the same-shaped passthrough (51 events streamed), for reference
+        ratio = bedrock["rps"]["median"] / streamed["rps"]["median"]
+        name = "bedrock: req/s ÷ Sluicegate stream passthrough (reference)"
+        out.append(_verdict(name, "-", f"{ratio:.3f}", None))
     slow = [r for r in special.get("slow", []) if r["target"] == "sluicegate"]
     if slow:
         worst = max(r["extra_max_ms"] for r in slow)
@@ -221,7 +226,8 @@ def issue9_tables(summary: dict) -> str:
         out += ["", markdown_table(["scenario", "target", "result"], extra)]
     verdicts = summary.get("targets", {}).get("issue9", [])
     if verdicts:
-        vlines = [[v["name"], v["wanted"], v["got"], "MET" if v["met"] else "MISSED"] for v in verdicts]
+        vlines = [[v["name"], v["wanted"], v["got"], {True: "MET", False: "MISSED", None: "-"}[v["met"]]]
+                  for v in verdicts]  # fmt: skip
         out += ["", markdown_table(["issue 9 target", "wanted", "measured", "verdict"], vlines)]
     return "\n".join(out)
 
