@@ -94,6 +94,10 @@ def run(options: RunOptions) -> int:
     # What start-up made (modules, the config) lives as long as the process: out of the cycle collector's
     # reach, its full passes are shorter and forked workers keep sharing those pages instead of copying them.
     gc.freeze()
+    # A request's objects die by reference counting; the cycle collector would mostly walk the live objects
+    # of requests in flight. Collecting after 20,000 net new objects instead of 700 cut the CPU per request
+    # by 3-6 % (bench/run.py json and stream); cyclic garbage still goes, a little later.
+    gc.set_threshold(20_000, 10, 10)
     if options.workers <= 1:
         return uvloop.run(_serve(options, config, worker=0))
     children = []
