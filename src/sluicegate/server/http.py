@@ -294,12 +294,14 @@ class HttpConnection(asyncio.Protocol):
         if self.transport is None:
             raise ConnectionResetError("client disconnected")
         if data:
-            if self._chunked:
+            if not self._chunked:
+                self._held(data)
+            elif len(data) < 4096:  # one small piece framed in one go; a large one is not copied twice
+                self._held(b"%x\r\n%b\r\n" % (len(data), data))
+            else:
                 self._held(b"%x\r\n" % len(data))
                 self._held(data)
                 self._held(b"\r\n")
-            else:
-                self._held(data)
 
     def _held(self, data: bytes) -> None:
         """Queue response bytes for the write at the end of this loop turn."""

@@ -65,12 +65,12 @@ class OpenAIToOpenAI:
                     self._read_event(payload)
             # The last usage object of the block is the one that counts. Found from the end: the last
             # "usage" is usually that object (OpenAI's final chunk) or null on a mid-stream chunk; the
-            # whole block is searched only when a null follows an earlier object.
+            # rest of the block is searched only when that last one is null and others come before it.
             last = block.rfind(b'"usage"') if block else -1
             if last >= 0:
                 if _USAGE_OBJECT.match(block, last):
                     usage = self._read_event_at(block, last)
-                else:
+                elif block.find(b'"usage"', 0, last) >= 0:  # an earlier "usage" may be an object
                     for match in _USAGE_OBJECT.finditer(block, 0, last):
                         usage = self._read_event_at(block, match.start()) or usage
             if self._strip is not None:
