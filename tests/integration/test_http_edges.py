@@ -211,18 +211,23 @@ def test_expect_100_continue_too_large_gets_413_first(gateway: GatewayProcess) -
     assert answer.startswith(b"HTTP/1.1 413 ")
 
 
-def test_pipelined_requests_are_answered_in_order(gateway: GatewayProcess) -> None:
+def pipelined(texts: list[str]) -> bytes:
+    """Chat requests back to back on one connection, the last one closing it."""
     requests = b""
-    for i in range(5):
-        body = orjson.dumps(chat(text=f"pipelined-{i}"))
-        close = b"connection: close\r\n" if i == 4 else b""
+    for i, text in enumerate(texts):
+        body = orjson.dumps(chat(text=text))
+        close = b"connection: close\r\n" if i == len(texts) - 1 else b""
         requests += (
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
             + close
             + b"content-length: %d\r\n\r\n" % len(body)
             + body
         )
-    answer = exchange(gateway.port, requests)
+    return requests
+
+
+def test_pipelined_requests_are_answered_in_order(gateway: GatewayProcess) -> None:
+    answer = exchange(gateway.port, pipelined([f"pipelined-{i}" for i in range(5)]))
     assert answer.count(b"HTTP/1.1 200 ") == 5
     positions = [answer.index(f"Echo: pipelined-{i}".encode()) for i in range(5)]
     assert positions == sorted(positions)
@@ -237,17 +242,7 @@ def test_a_burst_of_new_requests_is_served_whole_and_in_order(gateway: GatewayPr
     gateway.proc.send_signal(signal.SIGSTOP)
     try:
         for n, s in enumerate(sockets):
-            requests = b""
-            for i in range(2):
-                body = orjson.dumps(chat(text=f"burst-{n}-{i}"))
-                close = b"connection: close\r\n" if i == 1 else b""
-                requests += (
-                    b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
-                    + close
-                    + b"content-length: %d\r\n\r\n" % len(body)
-                    + body
-                )
-            s.sendall(requests)
+            s.sendall(pipelined([f"burst-{n}-0", f"burst-{n}-1"]))
     finally:
         gateway.proc.send_signal(signal.SIGCONT)
     for n, s in enumerate(sockets):

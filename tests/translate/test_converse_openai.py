@@ -29,7 +29,7 @@ CREATED = re.compile(rb'"created":\d+')
 
 
 class TwoSteps:
-    """The former OpenAIToAWSBedrock stream path, verbatim."""
+    """The former OpenAIToAWSBedrock stream path (the Anthropic pair still decodes this way)."""
 
     def __init__(self, model: str, message_id: str, include_usage: bool) -> None:
         self.decoder = EventStreamDecoder()
@@ -40,26 +40,9 @@ class TwoSteps:
         return b"".join(self.chunks.event(event) for event in events)
 
     def body(self, chunk: bytes, end: bool) -> tuple[bytes, Usage | None]:
-        events, decoder = self.events, self.decoder
+        events = self.events
         known = events.usage
-        out: list[dict[str, Any]] = []
-        for frame in decoder.feed(chunk) if chunk else ():
-            if events.done:
-                break
-            if frame.message_type == "event":
-                try:
-                    data = orjson.loads(frame.payload)
-                except orjson.JSONDecodeError:
-                    data = None
-                if isinstance(data, dict):
-                    out += events.event(frame.event_type, data)
-                else:
-                    out += events.exception("", b"AWS Bedrock sent a stream event that is not a JSON object.")
-            else:
-                out += events.exception(frame.event_type, frame.payload)
-        if decoder.error is not None and not events.done:
-            out += events.exception("", f"AWS Bedrock sent a broken event stream: {decoder.error}".encode())
-        rendered = self.render(out)
+        rendered = self.render(events.frames(self.decoder, chunk))
         if end:
             rendered += self.render(events.end())
             rendered += b"" if self.chunks.error is not None else self.chunks.finish()

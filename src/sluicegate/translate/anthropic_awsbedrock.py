@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import orjson
-
 from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
@@ -266,25 +264,7 @@ class AnthropicToAWSBedrock:
         if events is None:
             events = self._events = cv.ConverseStreamToAnthropic(self.response_model, self.message_id())
         known = events.usage
-        out: list[dict[str, Any]] = []
-        decoder = self._decoder
-        for frame in decoder.feed(chunk) if chunk else ():
-            if events.done:
-                break
-            if frame.message_type == "event":
-                try:
-                    data = orjson.loads(frame.payload)
-                except orjson.JSONDecodeError:
-                    data = None
-                if isinstance(data, dict):
-                    out += events.event(frame.event_type, data)
-                else:
-                    out += events.exception("", b"AWS Bedrock sent a stream event that is not a JSON object.")
-            else:
-                out += events.exception(frame.event_type, frame.payload)
-        if decoder.error is not None and not events.done:
-            out += events.exception("", f"AWS Bedrock sent a broken event stream: {decoder.error}".encode())
-        rendered = self.render_events(out)
+        rendered = self.render_events(events.frames(self._decoder, chunk))
         if end:
             rendered += self.render_events(events.end()) + self.close_stream()
         return rendered, events.usage if events.usage is not known else None

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
 
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
+
+if TYPE_CHECKING:
+    from sluicegate.translate.eventstream import EventStreamDecoder
 
 IMAGE_FORMATS = {
     "image/png": "png",
@@ -387,6 +390,27 @@ class ConverseStreamToAnthropic:
         events.append({"type": "message_delta", "delta": delta, "usage": usage})
         events.append({"type": "message_stop"})
         return events
+
+    def frames(self, decoder: EventStreamDecoder, chunk: bytes) -> list[dict[str, Any]]:
+        """The events of the frames this chunk completes; a broken frame ends the stream with an error."""
+        out: list[dict[str, Any]] = []
+        for frame in decoder.feed(chunk) if chunk else ():
+            if self.done:
+                break
+            if frame.message_type == "event":
+                try:
+                    data = orjson.loads(frame.payload)
+                except orjson.JSONDecodeError:
+                    data = None
+                if isinstance(data, dict):
+                    out += self.event(frame.event_type, data)
+                else:
+                    out += self.exception("", b"AWS Bedrock sent a stream event that is not a JSON object.")
+            else:
+                out += self.exception(frame.event_type, frame.payload)
+        if decoder.error is not None and not self.done:
+            out += self.exception("", f"AWS Bedrock sent a broken event stream: {decoder.error}".encode())
+        return out
 
     def exception(self, exception_type: str, payload: bytes) -> list[dict[str, Any]]:
         """An exception frame as an Anthropic `error` event; nothing follows it."""
