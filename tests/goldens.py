@@ -1,13 +1,37 @@
-"""Helpers shared by the translators' golden tables: client SSE bytes as comparable lists, usage as a dict."""
+"""Helpers shared by the translators' golden tables: the case files, client SSE bytes as comparable lists,
+usage as a dict."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from sluicegate.config.runtime import Endpoint
 from sluicegate.core.usage import Usage
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+REGOLDEN = os.environ.get("SLUICEGATE_REGOLDEN") == "1"  # rewrite the expected files instead of comparing
+ENDPOINTS = (Endpoint("127.0.0.1", 1, False),)
+
+
+def cases(pairs: Iterable[str]) -> list[tuple[str, str]]:
+    """(pair, case) for every case folder under tests/golden/<pair>/."""
+    return [(pair, p.name) for pair in pairs for p in sorted((GOLDEN / pair).iterdir()) if p.is_dir()]
+
+
+def load(pair: str, case: str, name: str) -> Any:
+    """One JSON file of a case."""
+    return orjson.loads((GOLDEN / pair / case / f"{name}.json").read_bytes())
+
+
+def save(pair: str, case: str, name: str, value: Any) -> None:
+    """Rewrite one JSON file of a case (SLUICEGATE_REGOLDEN=1)."""
+    path = GOLDEN / pair / case / f"{name}.json"
+    path.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def without_created(value: Any) -> Any:

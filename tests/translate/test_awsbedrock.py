@@ -12,16 +12,14 @@ the expected files.
 from __future__ import annotations
 
 import base64
-import os
 import struct
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from goldens import parse_stream, usage_dict, without_created
-from sluicegate.config.runtime import Backend, BackendRef, BodyMutation, Endpoint, Schema
+from goldens import ENDPOINTS, REGOLDEN, cases, load, parse_stream, save, usage_dict, without_created
+from sluicegate.config.runtime import Backend, BackendRef, BodyMutation, Schema
 from sluicegate.core.context import Request, RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
@@ -34,25 +32,13 @@ from sluicegate.translate.embeddings_awsbedrock import EmbeddingsToAWSBedrock
 from sluicegate.translate.openai_awsanthropic import OpenAIToAWSAnthropic
 from sluicegate.translate.openai_awsbedrock import OpenAIToAWSBedrock
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-REGOLDEN = os.environ.get("SLUICEGATE_REGOLDEN") == "1"
-ENDPOINTS = (Endpoint("127.0.0.1", 1, False),)
 PAIRS = {
     "openai_awsbedrock": ("chat", OpenAIToAWSBedrock),
     "anthropic_awsbedrock": ("messages", AnthropicToAWSBedrock),
     "openai_awsanthropic": ("chat", OpenAIToAWSAnthropic),
     "anthropic_awsanthropic": ("messages", AnthropicToAWSAnthropic),
 }
-CASES = [(pair, p.name) for pair in PAIRS for p in sorted((GOLDEN / pair).iterdir()) if p.is_dir()]
-
-
-def load(pair: str, case: str, name: str) -> Any:
-    return orjson.loads((GOLDEN / pair / case / f"{name}.json").read_bytes())
-
-
-def save(pair: str, case: str, name: str, value: Any) -> None:
-    path = GOLDEN / pair / case / f"{name}.json"
-    path.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+CASES = cases(PAIRS)
 
 
 def context(request: dict[str, Any], operation: str, headers: dict[str, str] | None = None) -> RequestContext:

@@ -7,15 +7,13 @@ pieces). `SLUICEGATE_REGOLDEN=1 pytest tests/translate/test_claude.py` rewrites 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from goldens import parse_stream, usage_dict, without_created
-from sluicegate.config.runtime import Backend, BackendRef, BodyMutation, Endpoint, Schema
+from goldens import ENDPOINTS, REGOLDEN, cases, load, parse_stream, save, usage_dict, without_created
+from sluicegate.config.runtime import Backend, BackendRef, BodyMutation, Schema
 from sluicegate.core.context import Request, RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.core.usage import Usage
@@ -34,25 +32,13 @@ from sluicegate.translate.openai_anthropic import OpenAIToAnthropic
 from sluicegate.translate.openai_azureopenai import OpenAIToAzureOpenAI
 from sluicegate.translate.openai_openai import OpenAIToOpenAI
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-REGOLDEN = os.environ.get("SLUICEGATE_REGOLDEN") == "1"
-ENDPOINTS = (Endpoint("127.0.0.1", 1, False),)
 PAIRS = {
     "openai_anthropic": "chat",
     "anthropic_openai": "messages",
     "anthropic_anthropic": "messages",
     "openai_openai": "chat",
 }
-CASES = [(pair, p.name) for pair in PAIRS for p in sorted((GOLDEN / pair).iterdir()) if p.is_dir()]
-
-
-def load(pair: str, case: str, name: str) -> Any:
-    return orjson.loads((GOLDEN / pair / case / f"{name}.json").read_bytes())
-
-
-def save(pair: str, case: str, name: str, value: Any) -> None:
-    path = GOLDEN / pair / case / f"{name}.json"
-    path.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+CASES = cases(PAIRS)
 
 
 def make_translator(pair: str, config: dict[str, Any], request: dict[str, Any]) -> tuple[Any, RequestContext]:

@@ -9,16 +9,14 @@ pieces; Gemini's own frames end in CRLF as Vertex sends them). Generated tool-ca
 from __future__ import annotations
 
 import base64
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from goldens import parse_stream, usage_dict
-from sluicegate.config.runtime import Backend, BackendRef, BodyMutation, Endpoint, Schema
+from goldens import ENDPOINTS, REGOLDEN, cases, load, parse_stream, save, usage_dict
+from sluicegate.config.runtime import Backend, BackendRef, BodyMutation, Schema
 from sluicegate.core.context import Request, RequestContext
 from sluicegate.core.errors import GatewayError
 from sluicegate.translate import gemini as g
@@ -31,9 +29,6 @@ from sluicegate.translate.embeddings_gcpvertexai import EmbeddingsToGCPVertexAI
 from sluicegate.translate.openai_gcpanthropic import OpenAIToGCPAnthropic
 from sluicegate.translate.openai_gcpvertexai import OpenAIToGCPVertexAI, to_gemini
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-REGOLDEN = os.environ.get("SLUICEGATE_REGOLDEN") == "1"
-ENDPOINTS = (Endpoint("127.0.0.1", 1, False),)
 PAIRS = {
     "openai_gcpvertexai": "chat",
     "anthropic_gcpvertexai": "messages",
@@ -41,19 +36,8 @@ PAIRS = {
     "anthropic_gcpanthropic": "messages",
     "embeddings_gcpvertexai": "embeddings",
 }
-CASES = [
-    (pair, p.name) for pair in PAIRS if (GOLDEN / pair).is_dir() for p in sorted((GOLDEN / pair).iterdir())
-]
+CASES = cases(PAIRS)
 _GENERATED = re.compile(r"call_[0-9a-f]{24}")
-
-
-def load(pair: str, case: str, name: str) -> Any:
-    return orjson.loads((GOLDEN / pair / case / f"{name}.json").read_bytes())
-
-
-def save(pair: str, case: str, name: str, value: Any) -> None:
-    path = GOLDEN / pair / case / f"{name}.json"
-    path.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def make(pair: str, config: dict[str, Any], request: dict[str, Any]) -> tuple[Any, RequestContext]:
