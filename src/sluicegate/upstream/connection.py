@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import httptools
 
+from sluicegate.core.turn import turn_flush
+
 _HIGH_WATER = 256 * 1024  # buffered response bytes before we stop reading from the backend
 _LOW_WATER = 64 * 1024
 _SWEEP_SECONDS = 0.02  # how late a deadline may fire; one timer for all waits instead of one per wait
@@ -23,6 +25,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, authority: bytes) -> None:
         self.loop = loop
+        self.turn = turn_flush(loop)
         self.authority = authority  # the Host header value
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -30,6 +33,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests_sent = 0
         self.error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._request = b""  # the request written at the end of the loop turn
         self._reset()
 
     def _reset(self) -> None:
@@ -101,7 +105,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- the caller's side ------------------------------------------------------------------
 
     def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        """Write one request; Host and Content-Length are added here."""
+        """Write one request (at the end of the turn when batching: TurnFlush); adds Host, Content-Length."""
         if self.transport is None:
             raise UpstreamError("connection closed by the backend")
         self._reset()
@@ -111,7 +115,16 @@ class UpstreamConnection(asyncio.Protocol):
             head.append(f"{name}: {value}\r\n".encode("latin-1"))
         head.append(b"content-length: %d\r\n\r\n" % len(body))
         head.append(body)
-        self.transport.write(b"".join(head))
+        if self.turn.batching:
+            self._request = b"".join(head)
+            self.turn.later(self._flush)
+        else:
+            self.transport.write(b"".join(head))
+
+    def _flush(self) -> None:
+        request, self._request = self._request, b""
+        if self.transport is not None and request:
+            self.transport.write(request)
 
     async def read_head(self) -> tuple[int, list[tuple[bytes, bytes]]]:
         """Wait for the status line and headers."""
