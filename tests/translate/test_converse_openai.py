@@ -8,8 +8,10 @@ bad payloads, broken and truncated frames) cut into random reads must give the s
 from __future__ import annotations
 
 import base64
+import json
 import random
 import re
+import string
 from typing import Any
 
 import orjson
@@ -64,13 +66,58 @@ class OneStep:
 
 
 TEXTS = ["Hello", " wor", "ld", "", 'quote " and \\ back', "é✓ 漢字 🎉", "\n\t", "</script>", "a" * 300]
+# Pieces of the texts of text_delta(): every escape orjson writes and those it does not (\u, \/), every
+# control character, DEL, non-ASCII, line separators.
+PIECES = [*TEXTS, '"', "\\", "/", "a/b", "\x7f", "\u2028", "\u2029", "\ud7ff", "\U0001f600", "x" * 50, " "]
+PIECES += [chr(c) for c in range(32)]
 STOPS = [*cv.STOP_REASONS, "something_new", None]
+
+
+def text_delta(rng: random.Random, index: int) -> bytes:
+    """A text delta payload as Bedrock writes it, or nearly: escapes, padding, key order, bad bytes."""
+    text = "".join(rng.choice(PIECES) for _ in range(rng.choice([0, 1, 1, 2, 3, 6])))
+    raw = json.dumps(text, ensure_ascii=rng.random() < 0.2).encode()  # \u escapes for non-ASCII
+    if rng.random() < 0.3:
+        raw = raw.replace(b"/", b"\\/")
+    if rng.random() < 0.1:
+        raw = raw.replace(b"\\n", b"\\u000a").replace(b"\\u001f", b"\\u001F")
+    if rng.random() < 0.06:
+        raw = raw[:-1] + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc3\xa9"]) + b'"'  # bad UTF-8
+    if rng.random() < 0.02:
+        raw = raw[:-1] + rng.choice([b"\x01", b"\\", b"\\x"]) + b'"'  # not JSON
+    padding = b""
+    roll = rng.random()
+    if roll < 0.6:
+        letters = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(rng.randint(0, 30)))
+        padding = b',"p":"' + letters.encode() + b'"'
+    elif roll < 0.72:
+        padding = b',"p":' + rng.choice([b'"a b"', b'"\\u0041"', b'"\xc3\xa9"', b'"\xff"', b"1", b'"a\\"b"'])
+    elif roll < 0.76:
+        padding = b',"extra":{"text":"no"}'
+    head = b'{"contentBlockIndex":' + rng.choice([b"%d" % index] * 8 + [b"00", b"-0", b"0.0", b"1e0"])
+    body = head + b',"delta":{"text":' + raw + b"}" + padding + b"}"
+    if rng.random() < 0.05:
+        body = rng.choice(
+            [
+                b'{"delta":{"text":' + raw + b'},"contentBlockIndex":%d}' % index,
+                b'{"contentBlockIndex":%d,"delta":{"text":' % index + raw + b',"more":1}}',
+                b'{"contentBlockIndex":%d, "delta":{"text":' % index + raw + b"}}",
+                body + b" ",
+                body.replace(b"}}", b"}", 1),
+                body.replace(b",", b",\n"),  # JSON still, across lines
+                body + b"\n" + body,  # not JSON, two lines of Bedrock's form
+                b'{"contentBlockIndex":%d,"delta":{"text":' % index + raw + b'},"delta":{"text":"2nd"}}',
+            ]
+        )
+    return body
 
 
 def random_frame(rng: random.Random) -> bytes:
     """One ConverseStream frame, mostly well-formed, sometimes odd."""
     index = rng.choice([0, 0, 0, 1, 2])
     roll = rng.random()
+    if roll < 0.2:
+        return encode_event("contentBlockDelta", text_delta(rng, index))
     if roll < 0.35:
         text: Any = rng.choice(TEXTS) if rng.random() > 0.02 else rng.choice([None, 5])
         payload: Any = {"contentBlockIndex": index, "delta": {"text": text}, "p": "abc"}
@@ -127,7 +174,7 @@ def random_frame(rng: random.Random) -> bytes:
         return encode_event("somethingNew", b'{"x":1}')
     if roll < 0.86:
         return encode_event(
-            rng.choice(["contentBlockDelta", "messageStart"]), rng.choice([b"[1]", b"{", b"null"])
+            rng.choice(["contentBlockDelta", "messageStart"]), rng.choice([b"[1]", b"{", b"null", b""])
         )
     if roll < 0.88:
         name = rng.choice([*cv.EXCEPTION_STATUS, "weirdException"])
