@@ -12,7 +12,7 @@ from http import HTTPStatus
 import httptools
 
 from sluicegate.core.context import Request
-from sluicegate.core.turn import turn_flush
+from sluicegate.core.inflight import in_flight
 
 log = logging.getLogger("sluicegate.server")
 
@@ -59,7 +59,7 @@ class HttpConnection(asyncio.Protocol):
         self.server = server
         self.loop = server.loop
         self.limits = server.limits
-        self.turn = server.turn
+        self.in_flight = server.in_flight
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
@@ -75,9 +75,9 @@ class HttpConnection(asyncio.Protocol):
         self._chunked = False
         self._http10 = False  # HTTP/1.0 client: no chunked encoding, a streamed body ends with the close
         self._keep_alive = True
-        # Response bytes are held back until the current loop turn ends and go out in one write, together
-        # with the other connections' (TurnFlush): a stream that arrives whole (head, events, last chunk)
-        # costs one send() syscall, not three+, and the client side is woken once per turn.
+        # Response bytes are held back until the current loop turn ends and go out in one write: a stream
+        # that arrives whole (head, events, last chunk) costs one send() syscall, not three+; whole answers
+        # too while several requests run (InFlight), so that the client side is woken once per turn.
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_soon = False
@@ -223,7 +223,7 @@ class HttpConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     async def _run(self, request: Request) -> None:
-        self.turn.active += 1  # here, not in start_next: a task cancelled before it ran never gets here
+        self.in_flight.count += 1  # here, not in start_next: a task cancelled before it ran never gets here
         try:
             await self.server.handler(request, self)
             if not self._started:
@@ -243,7 +243,7 @@ class HttpConnection(asyncio.Protocol):
                 self.send(500, headers, body)
         finally:
             self.task = None
-            self.turn.active -= 1
+            self.in_flight.count -= 1
         if self.transport is None:
             return
         if not self._keep_alive or (self.closing and not self.queue):
@@ -273,7 +273,7 @@ class HttpConnection(asyncio.Protocol):
             framing += b"connection: close\r\n"
         head = _head(status, headers, framing + b"\r\n")
         head += body
-        if self.turn.batching:
+        if self.in_flight.batching:
             self._held(bytes(head))
         elif self._out:
             self._held(bytes(head))
@@ -316,7 +316,7 @@ class HttpConnection(asyncio.Protocol):
         self._out_size += len(data)
         if not self._flush_soon:
             self._flush_soon = True
-            self.turn.later(self._flush)
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Write the held-back response bytes in one piece."""
@@ -411,7 +411,7 @@ class HttpServer:
         self.render_error = render_error
         self.limits = limits or ServerLimits()
         self.loop = asyncio.get_running_loop()
-        self.turn = turn_flush(self.loop)
+        self.in_flight = in_flight(self.loop)
         self.connections: set[HttpConnection] = set()
         self._server: asyncio.base_events.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None

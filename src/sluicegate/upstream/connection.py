@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httptools
 
-from sluicegate.core.turn import turn_flush
+from sluicegate.core.inflight import in_flight
 
 _HIGH_WATER = 256 * 1024  # buffered response bytes before we stop reading from the backend
 _LOW_WATER = 64 * 1024
@@ -25,7 +25,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, authority: bytes) -> None:
         self.loop = loop
-        self.turn = turn_flush(loop)
+        self.in_flight = in_flight(loop)
         self.authority = authority  # the Host header value
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -105,7 +105,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- the caller's side ------------------------------------------------------------------
 
     def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        """Write one request (at the end of the turn when batching: TurnFlush); adds Host, Content-Length."""
+        """Write one request (at the end of the loop turn while batching: InFlight); adds Host and length."""
         if self.transport is None:
             raise UpstreamError("connection closed by the backend")
         self._reset()
@@ -115,9 +115,9 @@ class UpstreamConnection(asyncio.Protocol):
             head.append(f"{name}: {value}\r\n".encode("latin-1"))
         head.append(b"content-length: %d\r\n\r\n" % len(body))
         head.append(body)
-        if self.turn.batching:
+        if self.in_flight.batching:
             self._request = b"".join(head)
-            self.turn.later(self._flush)
+            self.loop.call_soon(self._flush)
         else:
             self.transport.write(b"".join(head))
 

@@ -1,4 +1,4 @@
-"""Writes held to the end of the loop turn: answers still arrive whole and in order, over real sockets."""
+"""Writes held to the turn's end while several requests run: answers arrive whole, over real sockets."""
 
 from __future__ import annotations
 
@@ -7,32 +7,8 @@ import asyncio
 import uvloop
 
 from sluicegate.core.context import Request
-from sluicegate.core.turn import TurnFlush, turn_flush
+from sluicegate.core.inflight import InFlight, in_flight
 from sluicegate.server.http import HttpConnection, HttpServer
-
-
-def test_flushes_run_once_at_the_end_of_the_turn_in_order_and_one_failure_keeps_no_other_back() -> None:
-    async def main() -> list[str]:
-        loop = asyncio.get_running_loop()
-        turn = turn_flush(loop)
-        assert turn_flush(loop) is turn and isinstance(turn, TurnFlush)
-        done: list[str] = []
-
-        def broken() -> None:
-            raise OSError("socket gone")
-
-        turn.later(lambda: done.append("a"))
-        turn.later(broken)
-        turn.later(lambda: done.append("b"))
-        assert done == []  # nothing before the turn ends
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        turn.later(lambda: done.append("c"))  # a later turn flushes on its own
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        return done
-
-    assert uvloop.run(main()) == ["a", "b", "c"]
 
 
 async def _answer(request: Request, client: HttpConnection) -> None:
@@ -63,15 +39,18 @@ async def _ask(port: int, body: bytes, leave_early: bool = False) -> bytes:
 def test_concurrent_answers_are_whole_and_a_lone_request_is_counted_out_again() -> None:
     async def main() -> None:
         server = HttpServer(_answer, _render_error)
+        assert server.in_flight is in_flight(asyncio.get_running_loop())
+        assert isinstance(server.in_flight, InFlight)
         port = await server.listen("127.0.0.1", 0)
+        assert not server.in_flight.batching
         bodies = [b"slow-%d" % i if i % 2 else b"fast-%d" % i for i in range(60)]
         leavers = [_ask(port, b"slow-gone-%d" % i, leave_early=True) for i in range(10)]
         answers = await asyncio.gather(*(_ask(port, body) for body in bodies), *leavers)
         assert list(answers[:60]) == [b"echo:" + body for body in bodies]
         await asyncio.sleep(0.1)  # the handlers of the clients that left finish or are cancelled
-        assert server.turn.active == 0  # batching is off again for the next lone request
+        assert server.in_flight.count == 0  # batching is off again for the next lone request
         assert await _ask(port, b"alone") == b"echo:alone"
-        assert server.turn.active == 0
+        assert server.in_flight.count == 0
         await server.shutdown(1.0)
 
     uvloop.run(main())
