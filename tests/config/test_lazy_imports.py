@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from harness import backend_yaml
+
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 TOKENS = "  llmRequestCosts: [{metadataKey: t, type: TotalToken}]\n"
@@ -20,26 +22,19 @@ spec:
 {costs}  rules:
     - matches: [{{headers: [{{type: Exact, name: x-ai-eg-model, value: {name}}}]}}]
       backendRefs: [{{name: {name}}}]
----
-apiVersion: aigateway.envoyproxy.io/v1beta1
-kind: AIServiceBackend
-metadata: {{name: {name}}}
-spec:
-  schema: {{name: {schema}}}
-  backendRef: {{name: {name}-backend, kind: Backend, group: gateway.envoyproxy.io}}
----
-apiVersion: gateway.envoyproxy.io/v1alpha1
-kind: Backend
-metadata: {{name: {name}-backend}}
-spec:
-  endpoints: [{{ip: {{address: 127.0.0.1, port: 9}}}}]
 """
+
+
+def route(name: str, schema: str, costs: str) -> str:
+    """A route of one model to one backend of `schema` (on a port nothing listens on: nothing is sent)."""
+    return ROUTE.format(name=name, costs=costs) + backend_yaml(name, 9, schema)
+
 
 # API-key and AWS credentials, token costs and a Global limit: what the benchmark's config uses.
 PLAIN = "---\n".join(
     [
-        ROUTE.format(name="json", schema="OpenAI", costs=TOKENS),
-        ROUTE.format(name="bedrock", schema="AWSBedrock", costs=""),
+        route("json", "OpenAI", TOKENS),
+        route("bedrock", "AWSBedrock", ""),
         """apiVersion: v1
 kind: Secret
 metadata: {name: keys}
@@ -89,7 +84,7 @@ spec:
 # A CEL cost and a guardrail: these need cel-cpp and re2.
 FEATURES = "---\n".join(
     [
-        ROUTE.format(name="json", schema="OpenAI", costs=CEL),
+        route("json", "OpenAI", CEL),
         """apiVersion: sluicegate.dev/v1alpha1
 kind: GuardrailPolicy
 metadata: {name: guard}
