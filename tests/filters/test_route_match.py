@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 
 import pytest
@@ -56,3 +57,29 @@ def test_model_header_from_client_is_overwritten() -> None:
 
 def test_rule_without_matches_matches_everything() -> None:
     assert route([rule("catch-all")], "anything").rule.name == "catch-all"  # type: ignore[union-attr]
+
+
+def test_the_model_index_picks_what_the_full_scan_picks() -> None:
+    """Random rule lists (model-only rules, hostnames, extra headers, catch-alls): index == scan."""
+    rng = random.Random(7)
+    tenant = HeaderMatch("x-tenant", "Exact", "a")
+    for _ in range(500):
+        rules = []
+        for index in range(rng.randint(1, 6)):
+            kind = rng.choice(["model", "model", "two-models", "tenant", "host", "catch-all"])
+            models = tuple((model(rng.choice("mnop")),) for _ in range(2 if kind == "two-models" else 1))
+            if kind == "tenant":
+                rules.append(rule(f"r{index}", (model(rng.choice("mnop")), tenant)))
+            elif kind == "host":
+                rules.append(rule(f"r{index}", *models, hostnames=("api.example.com",)))
+            elif kind == "catch-all":
+                rules.append(rule(f"r{index}"))
+            else:
+                rules.append(rule(f"r{index}", *models))
+        matcher = RouteMatch(RuntimeConfig(tuple(rules), (), ()))
+        scan = RouteMatch(RuntimeConfig(tuple(rules), (), ()))
+        scan.by_model = {}
+        for name in "mnopq":
+            for headers in ({}, {"x-tenant": "a"}, {"host": "api.example.com"}):
+                headers = {**headers, "x-ai-eg-model": name}
+                assert matcher.match(headers) is scan.match(headers), (rules, headers)

@@ -86,6 +86,7 @@ class HttpConnection(asyncio.Protocol):
     def _reset_message(self) -> None:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._header_map: dict[str, str] = {}
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
@@ -151,15 +152,18 @@ class HttpConnection(asyncio.Protocol):
             self._fail(431, "Request header fields too large.")
 
     def on_headers_complete(self) -> None:
-        expect_continue = False
+        headers: dict[str, str] = {}  # lower-case names; repeated headers joined as one
         for name, value in self._headers:
-            lower = name.lower()
-            if lower == b"content-length" and value.isdigit() and int(value) > self.limits.max_body_bytes:
-                self._fail(413, self._too_large_message())
-                return
-            if lower == b"expect" and value.lower() == b"100-continue":
-                expect_continue = True
-        if expect_continue and self.transport is not None and self.task is None:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        self._header_map = headers
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
+            self._fail(413, self._too_large_message())
+            return
+        expect = headers.get("expect")
+        if expect is not None and expect.lower() == "100-continue" and self.transport and self.task is None:
             self._flush()
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -174,16 +178,11 @@ class HttpConnection(asyncio.Protocol):
         if self.closing and self.transport is None:
             return
         raw = httptools.parse_url(self._url)
-        headers: dict[str, str] = {}
-        for name, value in self._headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
         request = Request(
             method=self.parser.get_method().decode("ascii"),
             path=raw.path.decode("latin-1"),
             query=raw.query.decode("latin-1") if raw.query else "",
-            headers=headers,
+            headers=self._header_map,
             body=b"".join(self._body) if len(self._body) != 1 else self._body[0],
             raw_headers=self._headers,
             client=self.peer,

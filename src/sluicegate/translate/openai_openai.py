@@ -47,7 +47,7 @@ class OpenAIToOpenAI:
     def response_headers(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Upstream headers as they are."""
         for name, value in headers:
-            if name.lower() == b"content-type" and value.startswith(b"text/event-stream"):
+            if value.startswith(b"text/event-stream") and name.lower() == b"content-type":
                 self._events = CompleteEvents()
         return headers
 

@@ -21,7 +21,7 @@ class UpstreamError(Exception):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """Sends one request at a time and hands the response back head first, then body chunks."""
+    """Sends one request at a time; hands the response back head first (names lower-case), then the body."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, authority: bytes) -> None:
         self.loop = loop
@@ -78,9 +78,9 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()  # once here: every reader of the headers compares lower-case names
         self.headers.append((name, value))
-        lower = name.lower()
-        if lower == b"content-length" or lower == b"transfer-encoding":
+        if name == b"content-length" or name == b"transfer-encoding":
             self._framed = True
 
     def on_headers_complete(self) -> None:

@@ -296,7 +296,7 @@ class Forwarder:
 
     def _client_headers(self, ctx: RequestContext, upstream: list[tuple[bytes, bytes]]) -> list:
         """The upstream headers the client may see, the filters' headers and where the answer came from."""
-        headers = [(n, v) for n, v in upstream if n.lower() not in _DROP_RESPONSE_HEADERS]
+        headers = [(n, v) for n, v in upstream if n not in _DROP_RESPONSE_HEADERS]  # names are lower-case
         headers += ctx.response_headers
         headers.append((ATTEMPTS_HEADER, b"%d" % ctx.attempts))
         if ctx.backend_ref is not None:
@@ -503,18 +503,17 @@ class _StreamRelay:
 def _is_stream(headers: list[tuple[bytes, bytes]], asked: bool) -> bool:
     """Relay chunk by chunk for an event stream, or an unsized body the client asked to stream."""
     sized = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"content-type" and value.startswith(b"text/event-stream"):
+    for name, value in headers:  # as UpstreamConnection keeps them: lower-case names
+        if name == b"content-type" and value.startswith(b"text/event-stream"):
             return True
-        if lower == b"content-length":
+        if name == b"content-length":
             sized = True
     return asked and not sized
 
 
 def _is_sse(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether the client gets server-sent events."""
-    return any(n.lower() == b"content-type" and v.startswith(b"text/event-stream") for n, v in headers)
+    return any(v.startswith(b"text/event-stream") and n.lower() == b"content-type" for n, v in headers)
 
 
 def _whole_events(data: bytes) -> tuple[bytes, bytes]:

@@ -31,6 +31,7 @@ class RulePlan:
         self.resilience: Resilience = getattr(rule, "resilience", DEFAULT_RESILIENCE)
         self.health = health
         self.tiers = tiers_of(rule.backend_refs)
+        self.single = rule.backend_refs[0] if len(rule.backend_refs) == 1 else None
         self.rng = rng or _RNG
         self._turn = itertools.count()
         retry = self.resilience.retry
@@ -144,6 +145,10 @@ class Attempts:
 
     def _choose(self, now: float) -> BackendRef:
         plan, tiers = self.plan, self.plan.tiers
+        if plan.single is not None:  # one backend: every attempt goes to it, whatever its state (as below)
+            self.tier = 0
+            self.in_tier += 1
+            return plan.single
         start = 0 if self.tier < 0 else self.tier
         if self.tier >= 0 and self.in_tier >= plan.budgets[self.tier]:
             start = (self.tier + 1) % len(tiers)
