@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 from sluicegate.config.runtime import RuntimeConfig
 from sluicegate.core.context import ClientWriter, Request, RequestContext
@@ -16,7 +17,7 @@ from sluicegate.endpoints import (
     embeddings,
 )
 from sluicegate.endpoints.models import list_models
-from sluicegate.endpoints.proxy import EndpointSpec, proxy
+from sluicegate.endpoints.proxy import JSON, EndpointSpec, proxy
 from sluicegate.filters.chain import Filter, FilterChain
 from sluicegate.filters.costs import Costs
 from sluicegate.filters.guardrails import Guardrails
@@ -30,7 +31,6 @@ from sluicegate.upstream.pool import Pools
 
 log = logging.getLogger("sluicegate.gateway")
 
-JSON = [(b"content-type", b"application/json")]
 LLM_ENDPOINTS: dict[str, EndpointSpec] = {
     spec.path: spec for spec in (chat_completions.SPEC, completions.SPEC, embeddings.SPEC, cohere_rerank.SPEC)
 }
@@ -65,31 +65,21 @@ class Gateway:
         self.health_checks = ActiveHealthChecks(config, self.pools)
         self.health_checks.start()
 
-    async def handle(self, request: Request, client: ClientWriter) -> None:
-        """Dispatch on path; every failure becomes an error in the client API's format."""
+    def handle(self, request: Request, client: ClientWriter) -> Awaitable[None]:
+        """Dispatch on path: an LLM endpoint's way (endpoints/proxy.py), else a small answer of our own."""
         spec = LLM_ENDPOINTS.get(request.path)
         if spec is None:
-            self._serve_other(request, client)
-            return
+            return self._serve_other(request, client)
         if request.method != "POST":
-            _method_not_allowed(request, client, "POST", spec.api)
-            return
-        ctx = RequestContext(request, spec.operation)
-        chain, forwarder = self.chain, self.forwarder  # a reload mid-request does not mix two configs
-        try:
-            await proxy(ctx, spec, chain, forwarder, client)
-        except GatewayError as exc:
-            ctx.status, ctx.error = exc.status, exc.message
-            if client.started:
-                raise ConnectionAbortedError(exc.message) from exc
-            client.send(exc.status, [*JSON, *exc.headers, *ctx.response_headers], exc.body(spec.api))
-        finally:
-            chain.on_complete(ctx)
+            return _method_not_allowed(request, client, "POST", spec.api)
+        # proxy's coroutine itself, for the server to await: one coroutine level less on every request;
+        # this config's chain and forwarder, so that a reload mid-request does not mix two configs
+        return proxy(RequestContext(request, spec.operation), spec, self.chain, self.forwarder, client)
 
-    def _serve_other(self, request: Request, client: ClientWriter) -> None:
+    async def _serve_other(self, request: Request, client: ClientWriter) -> None:
         if request.path == "/v1/models":
             if request.method != "GET":
-                _method_not_allowed(request, client, "GET")
+                await _method_not_allowed(request, client, "GET")
                 return
             client.send(200, JSON, list_models(self.config, request.headers.get("host", "")))
             return
@@ -103,6 +93,8 @@ class Gateway:
         return JSON, GatewayError(status, message, code=code).body(spec.api if spec else "openai")
 
 
-def _method_not_allowed(request: Request, client: ClientWriter, allowed: str, api: str = "openai") -> None:
+async def _method_not_allowed(
+    request: Request, client: ClientWriter, allowed: str, api: str = "openai"
+) -> None:
     message = f"Method {request.method} is not allowed on {request.path}; use {allowed}."
     client.send(405, [*JSON, (b"allow", allowed.encode())], GatewayError(405, message).body(api))

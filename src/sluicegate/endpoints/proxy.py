@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from sluicegate.upstream.forward import Forwarder
 
 
+JSON = [(b"content-type", b"application/json")]
+
+
 @dataclass(frozen=True, slots=True)
 class EndpointSpec:
     """A client API endpoint: its path, operation name and a translator per backend schema."""
@@ -43,14 +46,23 @@ def parse_body(raw: bytes) -> dict:
 async def proxy(
     ctx: RequestContext, spec: EndpointSpec, chain: FilterChain, forwarder: Forwarder, client: ClientWriter
 ) -> None:
-    """Answer one LLM API request through the filter chain and a backend (both of one config)."""
-    ctx.body = body = parse_body(ctx.request.body)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise GatewayError(
-            400, "The request body must name a model: a non-empty string field `model`.", param="model"
-        )
-    ctx.model = model
-    ctx.stream = spec.streams and body.get("stream") is True
-    await chain.on_request(ctx)
-    await forwarder.forward(ctx, spec.translators, client, spec.api)
+    """Answer one LLM API request through the filter chain and a backend (both of one config); every
+    failure becomes an error in the client API's format."""
+    try:
+        ctx.body = body = parse_body(ctx.request.body)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            message = "The request body must name a model: a non-empty string field `model`."
+            raise GatewayError(400, message, param="model")
+        ctx.model = model
+        ctx.stream = spec.streams and body.get("stream") is True
+        for f in chain.request_filters:  # the chain's hooks awaited here: a coroutine level less each
+            await f.on_request(ctx)
+        await forwarder.forward(ctx, spec.translators, client, spec.api)
+    except GatewayError as exc:
+        ctx.status, ctx.error = exc.status, exc.message
+        if client.started:
+            raise ConnectionAbortedError(exc.message) from exc
+        client.send(exc.status, [*JSON, *exc.headers, *ctx.response_headers], exc.body(spec.api))
+    finally:
+        chain.on_complete(ctx)

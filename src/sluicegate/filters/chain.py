@@ -20,13 +20,9 @@ class FilterChain:
 
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = filters
-        self._on_request = [f for f in filters if type(f).on_request is not Filter.on_request]
+        # the filters with an on_request hook, in order (endpoints/proxy.py awaits each)
+        self.request_filters = [f for f in filters if type(f).on_request is not Filter.on_request]
         self._on_complete = [f for f in filters if type(f).on_complete is not Filter.on_complete]
-
-    async def on_request(self, ctx: RequestContext) -> None:
-        """Run on_request hooks in order."""
-        for f in self._on_request:
-            await f.on_request(ctx)
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Run on_complete hooks in reverse order (the way back)."""
