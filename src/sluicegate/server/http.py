@@ -78,7 +78,7 @@ class HttpConnection(asyncio.Protocol):
         # Response bytes are held back until the current loop turn ends and go out in one write: a stream
         # that arrives whole (head, events, last chunk) costs one send() syscall, not three+; whole answers
         # too while several requests run (InFlight), so that the client side is woken once per turn.
-        self._out: list[bytes] = []
+        self._out: list[bytes | bytearray] = []
         self._out_size = 0
         self._flush_soon = False
         self._reset_message()
@@ -273,9 +273,9 @@ class HttpConnection(asyncio.Protocol):
         head = _head(status, headers, framing + b"\r\n")
         head += body
         if self.in_flight.batching:
-            self._held(bytes(head))
+            self._held(head)  # the bytearray itself: nothing else holds it
         elif self._out:
-            self._held(bytes(head))
+            self._held(head)
             self._flush()
         else:
             self.transport.write(head)
@@ -309,7 +309,7 @@ class HttpConnection(asyncio.Protocol):
                 self._held(data)
                 self._held(b"\r\n")
 
-    def _held(self, data: bytes) -> None:
+    def _held(self, data: bytes | bytearray) -> None:
         """Queue response bytes for the write at the end of this loop turn."""
         self._out.append(data)
         self._out_size += len(data)

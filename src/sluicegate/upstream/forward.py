@@ -110,6 +110,8 @@ class Forwarder:
             b.name: credential_provider(b.credential) for b in config.backends if b.credential is not None
         }
         self.plans = {id(rule): RulePlan(rule, self.health) for rule in config.rules}
+        # each backend's pools in the order of its endpoints, looked up once (Pools hashes an Endpoint)
+        self.backend_pools = {b.name: tuple(pools.get(e) for e in b.endpoints) for b in config.backends}
         self._endpoint_turn = 0
 
     async def forward(
@@ -186,7 +188,9 @@ class Forwarder:
         state = self.health.state(backend.name)
         if state.down and len(endpoints) > 1:  # skip endpoints active health checks found down
             endpoints = tuple(e for e in endpoints if e not in state.down) or endpoints
-        pool = self.pools.get(endpoints[self._endpoint_turn % len(endpoints)])
+        index = self._endpoint_turn % len(endpoints)
+        pools = self.backend_pools.get(backend.name) if endpoints is backend.endpoints else None
+        pool = pools[index] if pools is not None else self.pools.get(endpoints[index])
         provider = self.credentials.get(backend.name)
         if provider is not None:
             upstream.client_headers = ctx.request.headers
