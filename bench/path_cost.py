@@ -57,15 +57,8 @@ def http_response(body: bytes, content_type: bytes, static: bool) -> bytes:
     return head + body
 
 
-class BackendTransport(asyncio.Transport):
-    """Answers every request written to it with one canned response, in the next loop turn."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: UpstreamConnection, answer: bytes) -> None:
-        super().__init__()
-        self.loop, self.protocol, self.answer = loop, protocol, answer
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.loop.call_soon(self.protocol.data_received, self.answer)
+class StandInTransport(asyncio.Transport):
+    """What the server and the upstream connection call on a transport besides write: nothing to do."""
 
     def is_closing(self) -> bool:
         return False
@@ -83,7 +76,18 @@ class BackendTransport(asyncio.Transport):
         pass
 
 
-class ClientTransport(asyncio.Transport):
+class BackendTransport(StandInTransport):
+    """Answers every request written to it with one canned response, in the next loop turn."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: UpstreamConnection, answer: bytes) -> None:
+        super().__init__()
+        self.loop, self.protocol, self.answer = loop, protocol, answer
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.loop.call_soon(self.protocol.data_received, self.answer)
+
+
+class ClientTransport(StandInTransport):
     """A keep-alive client: each answer that ends makes it send the next request, until the quota is used."""
 
     def __init__(self, run: Run, request: bytes, end: bytes) -> None:
@@ -103,21 +107,6 @@ class ClientTransport(asyncio.Transport):
             self.run.loop.call_soon(self.protocol.data_received, self.request)  # type: ignore[union-attr]
         elif self.run.answered == self.run.total:
             self.run.done.set_result(None)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class Run:
