@@ -116,6 +116,15 @@ def test_a_corrupt_frame_ends_the_stream_after_the_good_ones(where: int, reason:
     assert decoder.feed(good) == []  # nothing after a bad frame
 
 
+def test_a_corrupt_length_is_an_error_before_waiting_for_it() -> None:
+    frame = bytearray(STREAM[0])
+    frame[1] ^= 0x01  # the total length now reaches 64 KiB further; the prelude CRC no longer matches
+    decoder = EventStreamDecoder()
+    assert decoder.feed(bytes(frame)) == []
+    assert decoder.error is not None and "prelude checksum" in decoder.error
+    assert decoder.pending == 0
+
+
 def test_an_impossible_length_is_an_error() -> None:
     decoder = EventStreamDecoder()
     assert decoder.feed(struct.pack(">II", 8, 0) + b"\x00" * 8) == []
