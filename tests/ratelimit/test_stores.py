@@ -153,6 +153,29 @@ def test_redis_store(scenario: Scenario, redis_server: RedisServer) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://127.0.0.1:6379/0", "unix:///tmp/r.sock"]
+)
+def test_redis_commands_are_packed_as_redis_py_packs_them(url: str) -> None:
+    store = RedisStore(url)
+    connection = store.client.connection_pool.make_connection()
+    plain = type(connection).__mro__[2]()  # the redis-py class the URL chose, with its own packer
+    assert type(plain).__module__ == "redis.asyncio.connection"
+    commands = [
+        ("EVALSHA", "f" * 40, 2, "sg:rl:a|ns/r:60", "sg:rl:é", 3, 4294967295, 0, -5, 1, 1795810600000),
+        ("SCRIPT LOAD", "return 1"),
+        (b"SCRIPT LOAD", b"return 1"),
+        ("PING",),
+        ("SET", b"k", 1.5),
+        ("SET", "k", memoryview(b"bytes")),
+    ]
+    for command in commands:
+        packed = b"".join(bytes(part) for part in connection.pack_command(*command))
+        assert packed == b"".join(bytes(part) for part in plain.pack_command(*command)), command
+    with pytest.raises(Exception, match="Invalid input"):  # redis-py's DataError, as without hiredis
+        connection.pack_command("SET", "k", None)
+
+
 def test_memory_counters_expire() -> None:
     store = MemoryStore()
     start = window_start(NOW, 60)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -87,6 +88,24 @@ LOG_EVERY = 30.0  # seconds between two "Redis unreachable" logs
 BACKOFF = 1.0  # seconds without trying Redis after a failure; then the next request tries again
 
 
+class PackedByHiredis:
+    """A redis-py asyncio connection that packs commands with hiredis in C.
+
+    redis-py's sync client does so; its asyncio connections pack in Python, ~0.4 µs an argument, and a
+    batch of checks has seven arguments a request.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """The command in the Redis protocol, as redis-py's own packer writes it."""
+        name = args[0].encode() if isinstance(args[0], str) else args[0]
+        if b" " in name:  # "SCRIPT LOAD": the words go as separate arguments
+            args = (*name.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:  # a type hiredis does not take (memoryview, ...): redis-py's way
+            return super().pack_command(*args)  # type: ignore[misc]
+
+
 def redacted(url: str) -> str:
     """The URL without its password, for logs."""
     scheme, sep, rest = url.partition("://")
@@ -117,6 +136,8 @@ class RedisStore:
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
         )
+        plain = pool.connection_class  # TCP, TLS or Unix socket, as the URL says
+        pool.connection_class = type(f"Hiredis{plain.__name__}", (PackedByHiredis, plain), {})
         self.client = Redis(connection_pool=pool)
         self._check = self.client.register_script(CHECK)
         self._charge = self.client.register_script(CHARGE)
