@@ -284,7 +284,8 @@ def converse_body() -> bytes:
 
 def nginx_bedrock_server(root: Path, port: int) -> str:
     """An nginx server block speaking Bedrock: POST .../converse-stream -> the event-stream file,
-    POST .../converse -> the Converse JSON file (no signature check)."""
+    POST .../converse -> the Converse JSON file (no signature check), each with a request id as
+    Bedrock sends one (the gateway answers with it as the response id)."""
     return f"""
     server {{
         listen 127.0.0.1:{port} backlog=4096;
@@ -300,12 +301,14 @@ def nginx_bedrock_server(root: Path, port: int) -> str:
             internal;
             types {{ }}
             default_type application/vnd.amazon.eventstream;
+            add_header x-amzn-RequestId $request_id;
             alias {root}/www/converse.es;
         }}
         location = /__converse {{
             internal;
             types {{ }}
             default_type application/json;
+            add_header x-amzn-RequestId $request_id;
             alias {root}/www/converse.json;
         }}
     }}

@@ -1,15 +1,16 @@
 """CPU cost of the gateway's request path in Python alone: no sockets, no syscalls, no other process.
 
-    taskset -c 1 python bench/path_cost.py [--scenario json|stream|bedrock] [--requests 100000]
+    taskset -c 1 python bench/path_cost.py [--scenario json|stream|bedrock|budget] [--requests 100000]
 
 The real Gateway, HttpServer and UpstreamConnection objects with the bench's production config
-(bench/fixtures.py gateway_config_issue9: metrics on, the access log to a file, a token cost on the
-json route), on uvloop; only the transports are stand-ins. A client transport sends the next request
-when an answer ends (keep-alive, `--connections` of them at once, like wrk); the backend transport
-answers each request with the bench upstream's canned bytes in the next loop turn, as a socket read
-would. What bench/run.py measures on top of this is the kernel (send/recv/epoll) and uvloop's socket
-handling. Pin it to one CPU (taskset) as the gateway is pinned in bench/run.py: unpinned, the access
-log's writer thread and the event loop trade the GIL across CPUs and cost more.
+(bench/fixtures.py gateway_config_issue9: metrics on, the access log to a file, a token cost on the json
+route; `budget` is the json request on the route with a Global token budget, counted in memory here:
+bench/run.py's `redis` scenario without Redis), on uvloop; only the transports are stand-ins. A client
+transport sends the next request when an answer ends (keep-alive, `--connections` of them at once, like
+wrk); the backend transport answers each request with the bench upstream's canned bytes in the next loop
+turn, as a socket read would. What bench/run.py measures on top of this is the kernel (send/recv/epoll)
+and uvloop's socket handling. Pin it to one CPU (taskset) as the gateway is pinned in bench/run.py:
+unpinned, the access log's writer thread and the event loop trade the GIL across CPUs and cost more.
 
 Prints process CPU µs per request (median of --rounds). Use it to compare code changes quickly and steadily;
 bench/run.py remains the measurement of record.
@@ -45,15 +46,15 @@ from sluicegate.upstream.pool import DnsCache, Pools
 PORTS = {"json": 41001, "stream": 41002, "bedrock": 41003}
 
 
-def http_response(body: bytes, content_type: bytes, static: bool) -> bytes:
-    """What the bench's nginx sends for a canned body (its headers, in its order)."""
+def http_response(body: bytes, content_type: bytes, static: bool, extra: bytes = b"") -> bytes:
+    """What the bench's nginx sends for a canned body (its headers, in its order; `extra` its add_header)."""
     head = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 27 Nov 2026 17:57:04 GMT\r\n"
     head += b"Content-Type: %b\r\nContent-Length: %d\r\n" % (content_type, len(body))
     if static:  # a file served by nginx
         head += b"Last-Modified: Fri, 27 Nov 2026 17:42:21 GMT\r\nConnection: keep-alive\r\n"
-        head += b'ETag: "6b09c0fd-30c3"\r\nAccept-Ranges: bytes\r\n\r\n'
+        head += b'ETag: "6b09c0fd-30c3"\r\n' + extra + b"Accept-Ranges: bytes\r\n\r\n"
     else:
-        head += b"Connection: keep-alive\r\n\r\n"
+        head += b"Connection: keep-alive\r\n" + extra + b"\r\n"
     return head + body
 
 
@@ -124,7 +125,10 @@ def answers() -> dict[int, bytes]:
         PORTS["json"]: http_response(fixtures.completion_body(), b"application/json", static=False),
         PORTS["stream"]: http_response(fixtures.sse_body(), b"text/event-stream", static=True),
         PORTS["bedrock"]: http_response(
-            fixtures.converse_stream_body(), b"application/vnd.amazon.eventstream", static=True
+            fixtures.converse_stream_body(),
+            b"application/vnd.amazon.eventstream",
+            static=True,
+            extra=b"x-amzn-RequestId: 3f6c1a9e8d2b4c7f9a0e1d2c3b4a5f6e\r\n",
         ),
     }
 
@@ -133,6 +137,8 @@ def request_bytes(scenario: str) -> tuple[bytes, bytes]:
     """The HTTP request wrk sends, and how the answer ends."""
     if scenario == "bedrock":
         body = fixtures.model_request(fixtures.MODEL_BEDROCK, True)
+    elif scenario == "budget":
+        body = fixtures.model_request(fixtures.MODEL_BUDGET, False)
     else:
         body = fixtures.request_body(stream=scenario == "stream")
     head = (
@@ -141,7 +147,7 @@ def request_bytes(scenario: str) -> tuple[bytes, bytes]:
     )
     # json: the JSON body; stream: the last chunk; bedrock: a sized event stream (nginx serves a file),
     # which the gateway reads whole and answers as one SSE body
-    end = {"json": b"}", "stream": b"0\r\n\r\n", "bedrock": b"data: [DONE]\n\n"}[scenario]
+    end = {"json": b"}", "budget": b"}", "stream": b"0\r\n\r\n", "bedrock": b"data: [DONE]\n\n"}[scenario]
     return head + body, end
 
 
@@ -193,7 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--scenario", choices=sorted(PORTS), default="json")
+    parser.add_argument("--scenario", choices=[*sorted(PORTS), "budget"], default="json")
     parser.add_argument("--requests", type=int, default=100_000, help="requests per round")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
