@@ -151,6 +151,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def read_body(self) -> bytes:
         """The whole remaining body."""
+        if self.complete:  # all of it has arrived (the usual case): no wait, nothing to resume
+            body = b"".join(self._body)
+            self._body.clear()
+            self._buffered = 0
+            return body
         parts = []
         while (chunk := await self.read_chunk()) is not None:
             parts.append(chunk)
