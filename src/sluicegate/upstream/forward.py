@@ -300,7 +300,10 @@ class Forwarder:
 
     def _client_headers(self, ctx: RequestContext, upstream: list[tuple[bytes, bytes]]) -> list:
         """The upstream headers the client may see, the filters' headers and where the answer came from."""
-        headers = [(n, v) for n, v in upstream if n not in _DROP_RESPONSE_HEADERS]  # names are lower-case
+        headers = []
+        for header in upstream:  # a loop, not a comprehension: one function call less for every answer
+            if header[0] not in _DROP_RESPONSE_HEADERS:  # names are lower-case
+                headers.append(header)
         headers += ctx.response_headers
         headers.append((ATTEMPTS_HEADER, b"%d" % ctx.attempts))
         if ctx.backend_ref is not None:
@@ -435,12 +438,11 @@ class Forwarder:
     @staticmethod
     def _headers(ctx: RequestContext, ref: BackendRef, own: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Forwardable client headers, then the translator's, then the header mutation."""
-        own_names = {name for name, _ in own}
-        headers = [
-            (name, value)
-            for name, value in ctx.request.headers.items()
-            if name not in _DROP_REQUEST_HEADERS and name not in own_names
-        ]
+        own_names = dict(own)  # loops, not comprehensions: two function calls less for every attempt
+        headers = []
+        for header in ctx.request.headers.items():
+            if header[0] not in _DROP_REQUEST_HEADERS and header[0] not in own_names:
+                headers.append(header)
         headers += own
         mutation = ref.header_mutation
         if mutation.set or mutation.remove:
