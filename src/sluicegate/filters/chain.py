@@ -22,9 +22,10 @@ class FilterChain:
         self.filters = filters
         # the filters with an on_request hook, in order (endpoints/proxy.py awaits each)
         self.request_filters = [f for f in filters if type(f).on_request is not Filter.on_request]
-        self._on_complete = [f for f in filters if type(f).on_complete is not Filter.on_complete]
+        # the filters with an on_complete hook, in reverse order (the way back)
+        self._on_complete = [f for f in reversed(filters) if type(f).on_complete is not Filter.on_complete]
 
     def on_complete(self, ctx: RequestContext) -> None:
         """Run on_complete hooks in reverse order (the way back)."""
-        for f in reversed(self._on_complete):
+        for f in self._on_complete:
             f.on_complete(ctx)

@@ -46,8 +46,11 @@ def status_line(status: int) -> bytes:
 
 def _head(status: int, headers: list[tuple[bytes, bytes]], framing: bytes) -> bytearray:
     out = bytearray(status_line(status))
-    for name, value in headers:
-        out += name + b": " + value + b"\r\n"
+    for name, value in headers:  # appended piece by piece: no temporary bytes per header
+        out += name
+        out += b": "
+        out += value
+        out += b"\r\n"
     out += framing
     return out
 
