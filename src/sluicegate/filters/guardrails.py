@@ -30,10 +30,13 @@ class Guardrails(Filter):
         guardrails = config.guardrails
         self.moderation = ModerationClient(pools)
         self.config = guardrails
-        # per route: (request rules, response rules, request moderation, response moderation), split once
+        # per route with rules: (request rules, response rules, request moderation, response moderation),
+        # split once; a route without rules is not listed, so that its requests pass at the first look-up
         self.split: dict[str, tuple[tuple[GuardRule, ...], ...]] = {}
         for route in {rule.route for rule in config.rules}:
             rules = guardrails.rules_for(route)
+            if not rules:
+                continue
             self.split[route] = (
                 tuple(r for r in rules if r.request and r.moderation is None),
                 tuple(r for r in rules if r.response and r.moderation is None),
