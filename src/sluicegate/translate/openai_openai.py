@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 
 import orjson
 
@@ -14,6 +15,13 @@ from sluicegate.translate.sse import CompleteEvents, payloads
 
 # operation -> path below the schema prefix
 PATHS = {"chat": "chat/completions", "completion": "completions", "embeddings": "embeddings"}
+
+
+@cache
+def _target(prefix: str | None, operation: str) -> str:
+    """The path of an operation below a schema prefix (`v1` when none is configured); a few per config."""
+    prefix = "v1" if prefix is None else prefix.strip("/")
+    return f"/{prefix}/{PATHS[operation]}" if prefix else f"/{PATHS[operation]}"
 
 
 class OpenAIToOpenAI:
@@ -30,9 +38,7 @@ class OpenAIToOpenAI:
 
     def target(self, ctx: RequestContext) -> str:
         """`/{prefix}/{operation path}`."""
-        prefix = self.ref.backend.schema.prefix
-        prefix = "v1" if prefix is None else prefix.strip("/")
-        return f"/{prefix}/{PATHS[self.operation]}" if prefix else f"/{PATHS[self.operation]}"
+        return _target(self.ref.backend.schema.prefix, self.operation)
 
     def request(self, ctx: RequestContext) -> UpstreamRequest:
         """Forward the client's JSON, re-serialized only when something changed."""
