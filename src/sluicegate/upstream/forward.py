@@ -438,10 +438,10 @@ class Forwarder:
     @staticmethod
     def _headers(ctx: RequestContext, ref: BackendRef, own: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Forwardable client headers, then the translator's, then the header mutation."""
-        own_names = dict(own)  # loops, not comprehensions: two function calls less for every attempt
+        own_by_name = dict(own)  # loops, not comprehensions: two function calls less for every attempt
         headers = []
         for header in ctx.request.headers.items():
-            if header[0] not in _DROP_REQUEST_HEADERS and header[0] not in own_names:
+            if header[0] not in _DROP_REQUEST_HEADERS and header[0] not in own_by_name:
                 headers.append(header)
         headers += own
         mutation = ref.header_mutation
