@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from report import COLUMNS, machine, markdown_table, print_summary, row_cells, s
 from stack import (
     BENCH,
     LITELLM_BIN,
+    LITELLM_REQUIREMENT,
     SPECIAL_SCENARIOS,
     Bench,
     Scenario,
@@ -83,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--loadgen", choices=["auto", "wrk", "bundled"], default="auto")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument(
+        "--no-install",
+        action="store_true",
+        help="install nothing: no apt-get for missing nginx/wrk (their fallbacks run), no LiteLLM venv",
+    )
+    p.add_argument(
         "--max-foreign",
         type=float,
         default=10.0,
@@ -110,6 +117,53 @@ def choose_layout(args: argparse.Namespace) -> tuple[bool, str | None, str | Non
     return True, str(cpus[0]), str(cpus[1])
 
 
+def install_tools(args: argparse.Namespace) -> None:
+    """apt-get install nginx and wrk when missing and wanted, as root or with password-less sudo; when that
+    cannot be done the fallbacks run (and the output says so)."""
+    wanted = [
+        tool for tool, kind in (("nginx", args.upstream), ("wrk", args.loadgen)) if kind in ("auto", tool)
+    ]
+    missing = [tool for tool in wanted if shutil.which(tool) is None]
+    if not missing or args.no_install:
+        return
+    if shutil.which("apt-get") is None:
+        print(f"{' and '.join(missing)} not installed and no apt-get here: using the fallbacks", flush=True)
+        return
+    if os.geteuid() == 0:
+        sudo = []
+    elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        sudo = ["sudo", "-n"]
+    else:
+        print(
+            f"{' and '.join(missing)} not installed, and apt-get needs root: using the fallbacks", flush=True
+        )
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    print(f"installing {' and '.join(missing)}: {shlex.join(install)}", flush=True)
+    if subprocess.run(install, env=env).returncode != 0:  # a fresh machine's package lists may be empty
+        subprocess.run([*sudo, "apt-get", "update", "-q"], env=env)
+        subprocess.run(install, env=env)
+    still = [tool for tool in missing if shutil.which(tool) is None]
+    if still:
+        print(f"apt-get did not install {' and '.join(still)}: using the fallbacks", flush=True)
+
+
+def install_litellm(args: argparse.Namespace) -> None:
+    """For --litellm: create LiteLLM's own venv (bench/.venv-litellm, the pinned version) if missing."""
+    if not args.litellm or LITELLM_BIN.exists():
+        return
+    venv = LITELLM_BIN.parent.parent
+    create = [sys.executable, "-m", "venv", str(venv)]
+    install = [str(venv / "bin" / "pip"), "install", "-q", LITELLM_REQUIREMENT]
+    if args.no_install:
+        commands = f"{shlex.join(create)} && {shlex.join(install)}"
+        raise SystemExit(f"--litellm: {LITELLM_BIN} not found; create it with\n  {commands}")
+    print(f"installing LiteLLM into its own venv: {shlex.join(create)} && {shlex.join(install)}", flush=True)
+    if subprocess.run(create).returncode != 0 or subprocess.run(install).returncode != 0:
+        raise SystemExit(f"--litellm: could not install {LITELLM_REQUIREMENT} into {venv} (see above)")
+
+
 def pick(kind: str, tool: str, fallback: str) -> str:
     """The tool when asked for or installed, else the fallback."""
     if kind == "auto":
@@ -124,13 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scenarios = scenarios_for(args)
     issue9.raise_fd_limit(65536)  # 1,000 slow streams: client, gateway and upstream each hold 1,000+ sockets
-    if args.litellm and not LITELLM_BIN.exists():
-        raise SystemExit(
-            f"--litellm: {LITELLM_BIN} not found; create it with\n  python -m venv "
-            f"bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]'"
-        )
+    install_litellm(args)
     if args.py_spy and shutil.which("py-spy") is None:
         raise SystemExit("--py-spy: py-spy is not installed (pip install py-spy)")
+    install_tools(args)
     pin, cpu_load, cpu_gateway = choose_layout(args)
     workdir = Path(tempfile.mkdtemp(prefix="sluicegate-bench-"))
     workdir.chmod(0o755)  # nginx workers run as nobody and must read the SSE file

@@ -20,6 +20,7 @@ from procs import Proc, Procs, free_port, wait_ready
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 LITELLM_BIN = BENCH / ".venv-litellm" / "bin" / "litellm"
+LITELLM_REQUIREMENT = "litellm[proxy]==1.108.0"  # issue 9's pin
 
 
 @dataclass(frozen=True)
