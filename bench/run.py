@@ -156,10 +156,10 @@ def install_litellm(args: argparse.Namespace) -> None:
     venv = LITELLM_BIN.parent.parent
     create = [sys.executable, "-m", "venv", str(venv)]
     install = [str(venv / "bin" / "pip"), "install", "-q", LITELLM_REQUIREMENT]
+    commands = f"{shlex.join(create)} && {shlex.join(install)}"
     if args.no_install:
-        commands = f"{shlex.join(create)} && {shlex.join(install)}"
         raise SystemExit(f"--litellm: {LITELLM_BIN} not found; create it with\n  {commands}")
-    print(f"installing LiteLLM into its own venv: {shlex.join(create)} && {shlex.join(install)}", flush=True)
+    print(f"installing LiteLLM into its own venv: {commands}", flush=True)
     if subprocess.run(create).returncode != 0 or subprocess.run(install).returncode != 0:
         raise SystemExit(f"--litellm: could not install {LITELLM_REQUIREMENT} into {venv} (see above)")
 
@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scenarios = scenarios_for(args)
     issue9.raise_fd_limit(65536)  # 1,000 slow streams: client, gateway and upstream each hold 1,000+ sockets
-    install_litellm(args)
     if args.py_spy and shutil.which("py-spy") is None:
         raise SystemExit("--py-spy: py-spy is not installed (pip install py-spy)")
+    install_litellm(args)  # after the checks that refuse at once: an install takes a minute
     install_tools(args)
     pin, cpu_load, cpu_gateway = choose_layout(args)
     workdir = Path(tempfile.mkdtemp(prefix="sluicegate-bench-"))
