@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import httptools
 
@@ -181,10 +182,12 @@ class HttpConnection(asyncio.Protocol):
         if self.closing and self.transport is None:
             return
         raw = httptools.parse_url(self._url)
+        # None when there is none, though httptools' stub says bytes: read untyped (compiled code checks)
+        query: bytes | None = getattr(raw, "query")  # noqa: B009
         request = Request(
             method=self.parser.get_method().decode("ascii"),
             path=raw.path.decode("latin-1"),
-            query=raw.query.decode("latin-1") if raw.query else "",
+            query=query.decode("latin-1") if query else "",
             headers=self._header_map,
             body=b"".join(self._body) if len(self._body) != 1 else self._body[0],
             raw_headers=self._headers,
@@ -415,7 +418,7 @@ class HttpServer:
         self.loop = asyncio.get_running_loop()
         self.in_flight = in_flight(self.loop)
         self.connections: set[HttpConnection] = set()
-        self._server: asyncio.base_events.Server | None = None
+        self._server: Any = None  # uvloop's Server, not asyncio's (its `sockets` is a list)
         self._sweeper: asyncio.Task[None] | None = None
         self._starts = 0  # requests started in this loop turn
         self._waiting: deque[HttpConnection] = deque()  # connections whose next request waits for a turn

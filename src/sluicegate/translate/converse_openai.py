@@ -188,9 +188,9 @@ class ConverseStreamToOpenAI:
                 }
                 out.append(self._chunk({"tool_calls": [call]}))
         elif name == "contentBlockStop":
-            index = self._index.pop(data.get("contentBlockIndex", 0), None)
-            if index is not None:
-                self._block_stop(index, out)
+            stopped = self._index.pop(data.get("contentBlockIndex", 0), None)
+            if stopped is not None:
+                self._block_stop(stopped, out)
         elif name == "messageStart":
             self._id = self.message_id
             self._frame()

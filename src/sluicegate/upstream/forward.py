@@ -274,9 +274,10 @@ class Forwarder:
             out, ctx.usage = translator.response_body(body, True)
             ctx.response_model = translator.response_model
             if ctx.response_filter is not None:
-                out = ctx.response_filter(out, True)  # a GatewayError here answers the client instead
-                if inspect.isawaitable(out):  # an async filter (e.g. response moderation)
-                    out = await out
+                # bytes, or an awaitable of them (an async filter: response moderation); a GatewayError here
+                # answers the client instead
+                filtered = ctx.response_filter(out, True)
+                out = await filtered if inspect.isawaitable(filtered) else filtered
             ctx.first_byte_at = time.monotonic()
             if ctx.trace is not None and ctx.trace.capture:
                 ctx.trace.capture_output(out)  # gen_ai.output.messages, only with content capture on
@@ -389,9 +390,8 @@ class Forwarder:
                 if usage is not None:
                     ctx.usage = usage
                 if response_filter is not None:
-                    out = response_filter(out, False)
-                    if inspect.isawaitable(out):
-                        out = await out
+                    filtered = response_filter(out, False)
+                    out = await filtered if inspect.isawaitable(filtered) else filtered
                 if out:
                     relay.write(out)
                     await client.drain()
@@ -405,9 +405,8 @@ class Forwarder:
             if usage is not None:
                 ctx.usage = usage
             if response_filter is not None:
-                out = response_filter(out, True)
-                if inspect.isawaitable(out):
-                    out = await out
+                filtered = response_filter(out, True)
+                out = await filtered if inspect.isawaitable(filtered) else filtered
             relay.write(out, end=True)
         except (UpstreamError, TimeoutError) as exc:
             connection.close()
