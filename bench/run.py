@@ -25,6 +25,7 @@ from pathlib import Path
 
 import fixtures
 import issue9
+import stack
 from measure import calibrate, measure
 from procs import Procs, port_open
 from report import COLUMNS, machine, markdown_table, print_summary, row_cells, summarize, versions
@@ -106,6 +107,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--results", metavar="PATH", help="JSON lines file (default bench/results/<timestamp>.jsonl)"
     )
     p.add_argument("--keep-workdir", action="store_true", help="keep the temporary dir (configs, logs)")
+    p.add_argument(
+        "--source",
+        action="store_true",
+        help="run Sluicegate from src/ as pure Python, not as `pip install .` builds it (mypyc-compiled)",
+    )
     return p.parse_args(argv)
 
 
@@ -182,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--py-spy: py-spy is not installed (pip install py-spy)")
     install_litellm(args)  # after the checks that refuse at once: an install takes a minute
     install_tools(args)
+    if not args.source and not args.no_gateway:
+        stack.gateway_code = stack.build_compiled()
     pin, cpu_load, cpu_gateway = choose_layout(args)
     workdir = Path(tempfile.mkdtemp(prefix="sluicegate-bench-"))
     workdir.chmod(0o755)  # nginx workers run as nobody and must read the SSE file

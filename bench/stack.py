@@ -10,6 +10,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 LITELLM_BIN = BENCH / ".venv-litellm" / "bin" / "litellm"
 LITELLM_REQUIREMENT = "litellm[proxy]==1.108.0"  # issue 9's pin
+COMPILED_BUILD = BENCH / ".build-compiled"  # this checkout as `pip install .` builds it: mypyc-compiled
+gateway_code = REPO / "src"  # what `python -m sluicegate` runs: bench/run.py sets the compiled build
 
 
 @dataclass(frozen=True)
@@ -179,10 +182,21 @@ def start_redis(bench: Bench) -> None:
 
 
 def gateway_env() -> dict[str, str]:
-    """The environment for `python -m sluicegate`: our src/ first on PYTHONPATH."""
+    """The environment for `python -m sluicegate`: gateway_code first on PYTHONPATH."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(gateway_code), env.get("PYTHONPATH")) if p)
     return env
+
+
+def build_compiled() -> Path:
+    """Install this checkout (without dependencies) into COMPILED_BUILD, compiled with mypyc (setup.py)."""
+    shutil.rmtree(COMPILED_BUILD, ignore_errors=True)
+    command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(COMPILED_BUILD)]
+    command.append(str(REPO))
+    print(f"building the compiled gateway: SLUICEGATE_COMPILE=1 {shlex.join(command)}", flush=True)
+    if subprocess.run(command, env={**os.environ, "SLUICEGATE_COMPILE": "1"}).returncode != 0:
+        raise SystemExit("could not build the compiled gateway (see above); --source measures src/ instead")
+    return COMPILED_BUILD
 
 
 def direct_target(bench: Bench) -> Target:
