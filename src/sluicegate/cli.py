@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import importlib.util
 import logging
 import sys
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; returns the exit code."""
     args = _parser().parse_args(argv)
     if args.command == "version":
-        compiled = importlib.util.find_spec("sluicegate.server.http").origin.endswith(".so")  # type: ignore[union-attr]
+        server = importlib.util.find_spec("sluicegate.server.http")
+        compiled = str(server and server.origin).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
         print(f"sluicegate {__version__} ({'mypyc-compiled' if compiled else 'pure Python'})")
         return 0
     if args.command == "check":
