@@ -84,7 +84,7 @@ def cold_start(bench: Bench, runs: int = 5) -> dict:
         if bench.cpu_gateway is not None:
             argv = ["taskset", "-c", bench.cpu_gateway, *argv]
         started = time.monotonic()
-        proc = bench.procs.start(f"sluicegate-cold{i}", argv, None, env=gateway_env())
+        proc = bench.procs.start(f"sluicegate-cold{i}", argv, None, env=gateway_env(bench))
         try:
             while not _post_ok(port, body, bench.key):
                 if not proc.alive():

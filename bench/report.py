@@ -253,7 +253,7 @@ def versions(bench: Bench) -> dict[str, str]:
         return text.splitlines()[0] if text else ""
 
     command = [sys.executable, "-m", "sluicegate", "version"]
-    gateway = subprocess.run(command, capture_output=True, text=True, env=gateway_env(), timeout=60)
+    gateway = subprocess.run(command, capture_output=True, text=True, env=gateway_env(bench), timeout=60)
     result = {
         "python": platform.python_version(),
         "kernel": platform.release(),

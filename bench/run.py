@@ -25,7 +25,6 @@ from pathlib import Path
 
 import fixtures
 import issue9
-import stack
 from measure import calibrate, measure
 from procs import Procs, port_open
 from report import COLUMNS, machine, markdown_table, print_summary, row_cells, summarize, versions
@@ -37,6 +36,7 @@ from stack import (
     Bench,
     Scenario,
     Target,
+    build_compiled,
     direct_target,
     prepare_files,
     scenarios_for,
@@ -188,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--py-spy: py-spy is not installed (pip install py-spy)")
     install_litellm(args)  # after the checks that refuse at once: an install takes a minute
     install_tools(args)
-    if not args.source and not args.no_gateway:
-        stack.gateway_code = stack.build_compiled()
     pin, cpu_load, cpu_gateway = choose_layout(args)
     workdir = Path(tempfile.mkdtemp(prefix="sluicegate-bench-"))
     workdir.chmod(0o755)  # nginx workers run as nobody and must read the SSE file
     upstream, loadgen = pick(args.upstream, "nginx", "fake"), pick(args.loadgen, "wrk", "bundled")
     bench = Bench(args, workdir, Procs(workdir), upstream, loadgen, pin, cpu_load, cpu_gateway)
+    if not args.source and not args.no_gateway:
+        bench.gateway_code = build_compiled()
     bench.special = [s.strip() for s in args.scenarios.split(",") if s.strip() in SPECIAL_SCENARIOS]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     bench.results_file = Path(args.results) if args.results else BENCH / "results" / f"{stamp}.jsonl"

@@ -23,7 +23,6 @@ REPO = BENCH.parent
 LITELLM_BIN = BENCH / ".venv-litellm" / "bin" / "litellm"
 LITELLM_REQUIREMENT = "litellm[proxy]==1.108.0"  # issue 9's pin
 COMPILED_BUILD = BENCH / ".build-compiled"  # this checkout as `pip install .` builds it: mypyc-compiled
-gateway_code = REPO / "src"  # what `python -m sluicegate` runs: bench/run.py sets the compiled build
 
 
 @dataclass(frozen=True)
@@ -84,6 +83,7 @@ class Bench:
     redis: Proc | None = None
     special: list[str] = field(default_factory=list)  # the selected SPECIAL_SCENARIOS
     special_rows: list[dict] = field(default_factory=list)
+    gateway_code: Path = REPO / "src"  # what `python -m sluicegate` runs: src/, or COMPILED_BUILD
     rows: list[dict] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)  # every port we listened on, checked closed at the end
     results_file: Path | None = None
@@ -152,7 +152,7 @@ def start_upstream(bench: Bench) -> None:
         bench.ports.append(bench.json_port)
         argv = [sys.executable, "-m", "sluicegate", "fake-provider", "--host", "127.0.0.1",
                 "--port", str(bench.json_port)]  # fmt: skip
-        bench.upstream = bench.procs.start("fake-provider", argv, bench.cpu_load, env=gateway_env())
+        bench.upstream = bench.procs.start("fake-provider", argv, bench.cpu_load, env=gateway_env(bench))
         wait_ready(bench.upstream, bench.json_port, 30)
     if "slow" in bench.special or "rss" in bench.special:
         bench.slow_port = free_port()
@@ -181,10 +181,10 @@ def start_redis(bench: Bench) -> None:
     wait_ready(bench.redis, bench.redis_port, 10)
 
 
-def gateway_env() -> dict[str, str]:
-    """The environment for `python -m sluicegate`: gateway_code first on PYTHONPATH."""
+def gateway_env(bench: Bench) -> dict[str, str]:
+    """The environment for `python -m sluicegate`: the bench's gateway code first on PYTHONPATH."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(gateway_code), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(bench.gateway_code), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -213,7 +213,7 @@ def start_sluicegate(bench: Bench) -> Target:
     """`sluicegate run` on the gateway CPU, routing both models to the upstream."""
     port, admin = free_port(), free_port()
     proc = bench.procs.start(
-        "sluicegate", gateway_argv(bench, port, admin), bench.cpu_gateway, env=gateway_env()
+        "sluicegate", gateway_argv(bench, port, admin), bench.cpu_gateway, env=gateway_env(bench)
     )
     wait_ready(proc, port, 60)
     wait_ready(proc, admin, 10, path="/ready")
