@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from zlib_ng import zlib_ng
 
@@ -21,8 +22,12 @@ _PRELUDE = 12
 _MAX_FRAME = 16 * 1024 * 1024  # the AWS limit is 16 MiB per message
 _FIXED = {2: 1, 3: 2, 4: 4, 5: 8, 8: 8}  # header value type -> size of its signed big-endian integer
 _MAX_SEEN = 512
-_PRELUDE_FIELDS = struct.Struct(">III").unpack_from  # total length, headers length, prelude CRC
-_CRC = struct.Struct(">I").unpack_from
+# Typed, so that the compiled build (docs/install.md) keeps the frame arithmetic in machine integers.
+_PRELUDE_FIELDS = cast(  # total length, headers length, prelude CRC
+    Callable[[bytes, int], tuple[int, int, int]], struct.Struct(">III").unpack_from
+)
+_CRC = cast(Callable[[bytes, int], tuple[int]], struct.Struct(">I").unpack_from)
+_CRC32 = cast(Callable[[bytes], int], zlib_ng.crc32)
 
 # (message type, event type, headers) of one decoded header block
 Parsed = tuple[str, str, dict[str, Any]]
@@ -84,7 +89,7 @@ class EventStreamDecoder:
             data = bytes(chunk) if type(chunk) is not bytes else chunk
         out: list[Message] = []
         size, start, error = len(data), 0, None
-        fields, crc32, unpack_crc, max_frame = _PRELUDE_FIELDS, zlib_ng.crc32, _CRC, _MAX_FRAME
+        fields, crc32, unpack_crc, max_frame = _PRELUDE_FIELDS, _CRC32, _CRC, _MAX_FRAME
         last_block, last = self._last_block, self._last
         last_length = len(last_block)
         while size - start >= 12:  # the prelude: total length, headers length, prelude CRC
