@@ -7,6 +7,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import msgspec
 import orjson
 
 from sluicegate.core.errors import GatewayError
@@ -55,6 +56,27 @@ EXCEPTION_STATUS = {
     "modelStreamErrorException": 500,
     "serviceUnavailableException": 503,
 }
+
+
+class TextDelta(msgspec.Struct):
+    """The `delta` of a contentBlockDelta event, as far as a text delta needs it."""
+
+    text: str | None = None
+
+
+class ContentBlockDelta(msgspec.Struct, rename="camel"):
+    """A contentBlockDelta event's payload, as far as a text delta needs it."""
+
+    delta: TextDelta | None = None
+    content_block_index: int = 0
+    p: str = ""  # Bedrock's padding: read, so that bad UTF-8 in it fails here as it fails orjson
+
+
+# One typed decode instead of orjson's dicts: about half the time on a Bedrock stream's every token frame.
+# Raises ValueError (msgspec.DecodeError, UnicodeDecodeError) where orjson would raise; other fields are
+# skipped unread.
+decode_content_block_delta = msgspec.json.Decoder(ContentBlockDelta).decode
+
 # When thinking is on and the client gave no max tokens: the budget plus this much room for the answer.
 THINKING_ANSWER_TOKENS = 4096
 

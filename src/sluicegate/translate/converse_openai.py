@@ -9,7 +9,7 @@ the constant chunk tail.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -17,12 +17,11 @@ from sluicegate.core.usage import Usage
 from sluicegate.translate import converse as cv
 from sluicegate.translate.eventstream import EventStreamDecoder
 
-_TAIL = b',"logprobs":null,"finish_reason":null}]}\n\n'
-_CONTENT_TAIL = b"}" + _TAIL
-_DEFAULT_STOP = ("stop", "end_turn")
-_NOT_AN_OBJECT = b"AWS Bedrock sent a stream event that is not a JSON object."
-_CUT_SHORT = "AWS Bedrock ended the stream before the model finished."
-_UNREAD = object()
+_TAIL: Final = b',"logprobs":null,"finish_reason":null}]}\n\n'
+_CONTENT_TAIL: Final = b"}" + _TAIL
+_DEFAULT_STOP: Final = ("stop", "end_turn")
+_NOT_AN_OBJECT: Final = b"AWS Bedrock sent a stream event that is not a JSON object."
+_CUT_SHORT: Final = "AWS Bedrock ended the stream before the model finished."
 
 
 class ConverseStreamToOpenAI:
@@ -76,21 +75,20 @@ class ConverseStreamToOpenAI:
         if self.done or not chunk:
             return b""  # after the stop or an error the rest of the body is dropped
         out: list[bytes] = []
-        loads, dumps, index, content = orjson.loads, orjson.dumps, self._index, self._content
+        decode, dumps = cv.decode_content_block_delta, orjson.dumps
+        index, content = self._index, self._content
         for (kind, name, _), payload in self.decoder.messages(chunk):
-            data: Any = _UNREAD
-            if name == "contentBlockDelta" and kind == "event":  # the frame of every token: kept short
+            if name == "contentBlockDelta" and kind == "event" and content:  # every token's frame: kept short
                 try:
-                    data = loads(payload)
-                except orjson.JSONDecodeError:
-                    data = None
-                if type(data) is dict:
-                    delta = data.get("delta")
-                    if type(delta) is dict and "text" in delta and content:
-                        if data.get("contentBlockIndex", 0) in index:
-                            out.append(content + dumps(delta["text"]) + _CONTENT_TAIL)
-                            continue
-            self._message(kind, name, payload, data, out)
+                    event = decode(payload)
+                except ValueError:  # not JSON, bad UTF-8, other types: _message says what is wrong
+                    event = None
+                if event is not None and event.content_block_index in index:
+                    delta = event.delta
+                    if delta is not None and delta.text is not None:
+                        out.append(content + dumps(delta.text) + _CONTENT_TAIL)
+                        continue
+            self._message(kind, name, payload, out)
             if self.done:
                 break
             content = self._content
@@ -152,16 +150,15 @@ class ConverseStreamToOpenAI:
         self._opened += 1
         return index
 
-    def _message(self, kind: str, name: str, payload: bytes, data: Any, out: list[bytes]) -> None:
-        """Any frame (`data`: its payload parsed, or _UNREAD)."""
+    def _message(self, kind: str, name: str, payload: bytes, out: list[bytes]) -> None:
+        """Any frame."""
         if kind != "event":
             out.append(self._exception(name, payload))
             return
-        if data is _UNREAD:
-            try:
-                data = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                data = None
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            data = None
         if type(data) is not dict:
             out.append(self._exception("", _NOT_AN_OBJECT))
             return
