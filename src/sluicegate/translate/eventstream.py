@@ -112,9 +112,9 @@ class EventStreamDecoder:
             if body > payload_end:
                 error = f"invalid event stream frame: headers length {headers_length} exceeds the frame"
                 break
-            # Consecutive frames mostly share their header block: compare in place before slicing it out.
-            if headers_length != last_length or not data.startswith(last_block, start + 12):
-                block = data[start + 12 : body]
+            # Consecutive frames mostly share their header block: decode it when it changes.
+            block = data[start + 12 : body]
+            if headers_length != last_length or block != last_block:
                 try:
                     last = parsed_headers(block)
                 except FrameError as exc:
