@@ -50,6 +50,10 @@ def entry(ctx: RequestContext, provider: str, now: float | None = None) -> dict[
     ref = ctx.backend_ref
     rule = ctx.rule
     usage = ctx.usage
+    inputs: int | None
+    outputs: int | None
+    reasoning: int | None
+    cached: int | None
     if usage is not None:
         inputs, outputs = usage.input_tokens, usage.output_tokens
         reasoning, cached = usage.reasoning_tokens, usage.cached_input_tokens
@@ -101,9 +105,9 @@ class AccessLog:
         self.dropped = 0  # lines dropped because the output could not keep up
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # (bytes-like, lines, buffer | None)
         self._spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()  # written buffers, to fill again
-        self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
         self._pid = 0
-        os.register_at_fork(after_in_child=self._forget_thread)  # the writer thread does not survive a fork
+        os.register_at_fork(after_in_child=self._forget_writer)  # the writer thread does not survive a fork
         # lines not yet handed to the writer thread, copied into a buffer of fixed size that is used
         # again once written: fresh memory per batch (or a bytes object kept per line) costs page faults
         self._buffer = bytearray()
@@ -116,7 +120,7 @@ class AccessLog:
 
     def write(self, record: dict[str, Any]) -> None:
         """Encode one record; lines go to the writer thread in batches, so it wakes a few times a second."""
-        if self._thread is None:  # first use in this process (a forked worker starts with none)
+        if self._writer is None:  # first use in this process (a forked worker starts with none)
             self._start()
         if self._queued - self._written >= self.max_queued:
             self.dropped += 1  # the pipe or disk is stuck: never let memory grow without bound
@@ -157,8 +161,8 @@ class AccessLog:
                 self._buffer = bytearray(BUFFER_BYTES)
             self._view, self._used = memoryview(self._buffer), 0
 
-    def _forget_thread(self) -> None:
-        self._thread = None
+    def _forget_writer(self) -> None:
+        self._writer = None
 
     def _start(self) -> None:
         self._pid = os.getpid()
@@ -166,8 +170,8 @@ class AccessLog:
         self._buffer = bytearray(BUFFER_BYTES)
         self._view, self._used, self._flush_handle = memoryview(self._buffer), 0, None
         self._queued = self._handed = self._written = 0
-        self._thread = threading.Thread(target=self._run, name="sluicegate-access-log", daemon=True)
-        self._thread.start()
+        self._writer = threading.Thread(target=self._run, name="sluicegate-access-log", daemon=True)
+        self._writer.start()
 
     def _run(self) -> None:
         # the raw descriptor, not sys.stdout: a write blocked on a full pipe must not hold a lock
@@ -209,16 +213,17 @@ class AccessLog:
 
     def close(self, timeout: float = 2.0) -> None:
         """Write out what is queued (waiting at most `timeout` seconds) and stop the thread."""
-        thread = self._thread
+        thread = self._writer
         if thread is None or self._pid != os.getpid():
             return
         self._flush()
         self._queue.put(_STOP)
         thread.join(timeout)
-        self._thread = None
+        self._writer = None
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.write(fd, view)  # not inside the slice: mypyc 2.4.1 evaluates a slice bound twice
+        view = view[written:]
