@@ -41,7 +41,7 @@ def record_scenario(metrics: Metrics) -> None:
         _ctx(ROUTE, "a", usage=full, costs=costs, response_model="claude-x-1", attempts=1), 1000.01
     )
     metrics.record(
-        _ctx(ROUTE, "a", usage=Usage(0, 10**9, 10**9), costs={"llm_total_token": 2.5}, upstream_seconds=0.3),
+        _ctx(ROUTE, "a", usage=Usage(0, 10**9, 10**9), costs={"llm_total_token": 3}, upstream_seconds=0.3),
         1000.75,
     )
     metrics.record(_ctx(ROUTE, "b", status=500, error="upstream 500", attempts=2), 1001.5)
