@@ -17,9 +17,13 @@ COMPILED = [
     "src/sluicegate/core/context.py",
     "src/sluicegate/core/inflight.py",
     "src/sluicegate/endpoints/proxy.py",
+    "src/sluicegate/observability/access_log.py",
+    "src/sluicegate/observability/metrics.py",
     "src/sluicegate/server/http.py",
     "src/sluicegate/translate/converse_openai.py",
     "src/sluicegate/translate/eventstream.py",
+    "src/sluicegate/translate/openai_azureopenai.py",  # subclasses OpenAIToOpenAI: compiled with it
+    "src/sluicegate/translate/openai_openai.py",
     "src/sluicegate/translate/sse.py",
     "src/sluicegate/upstream/connection.py",
     "src/sluicegate/upstream/forward.py",
