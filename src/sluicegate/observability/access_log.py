@@ -225,5 +225,5 @@ class AccessLog:
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)  # not inside the slice: mypyc 2.4.1 evaluates a slice bound twice
+        written = os.write(fd, view)  # not in the bound: mypyc 2.4.1 evaluates a memoryview's twice
         view = view[written:]
