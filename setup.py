@@ -12,16 +12,21 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # The modules each request runs through: compiled, a request costs a quarter less CPU (docs/benchmarks.md).
-# A module here must type-check under mypy, and no class of it may be subclassed by an interpreted class.
+# A module here must type-check under mypy, and no class of it may be subclassed by an interpreted class
+# (unless marked @mypyc_attr(allow_interpreted_subclasses=True)); docs/install.md has the rules.
 COMPILED = [
+    "src/sluicegate/auth/aws_sigv4.py",
     "src/sluicegate/core/context.py",
     "src/sluicegate/core/inflight.py",
     "src/sluicegate/endpoints/proxy.py",
     "src/sluicegate/observability/access_log.py",
     "src/sluicegate/observability/metrics.py",
     "src/sluicegate/server/http.py",
+    "src/sluicegate/translate/anthropic_awsbedrock.py",
+    "src/sluicegate/translate/claude_request.py",
     "src/sluicegate/translate/converse_openai.py",
     "src/sluicegate/translate/eventstream.py",
+    "src/sluicegate/translate/openai_awsbedrock.py",  # subclasses AnthropicToAWSBedrock: compiled with it
     "src/sluicegate/translate/openai_azureopenai.py",  # subclasses OpenAIToOpenAI: compiled with it
     "src/sluicegate/translate/openai_openai.py",
     "src/sluicegate/translate/sse.py",

@@ -16,6 +16,8 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from mypy_extensions import mypyc_attr
+
 from sluicegate.config.runtime import Credential
 from sluicegate.translate.base import UpstreamRequest
 
@@ -57,7 +59,7 @@ def read_credentials_file(text: str, profile: str | None) -> tuple[str, str, str
 @functools.lru_cache(maxsize=1024)  # a gateway signs a few model paths over and over
 def canonical_path(target_path: str) -> str:
     """The canonical URI as botocore builds it: dot segments and empty segments removed, then quoted."""
-    segments = []
+    segments: list[str] = []
     for segment in target_path.split("/"):
         if segment and segment != ".":
             if segment == "..":
@@ -210,6 +212,7 @@ def aws_credential(credential: Credential) -> AWSSigV4Credential | AWSTemporaryC
     return shared(credential, lambda: AWSTemporaryCredential(credential))
 
 
+@mypyc_attr(native_class=False)  # kept in refresh.py's weak registry: a native class has no weakrefs
 class AWSTemporaryCredential:
     """AWSCredentials whose keys expire: oidcExchangeToken (OIDC → STS) or the AWS default chain."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from sluicegate.config.runtime import BackendRef
 from sluicegate.core.context import RequestContext
 from sluicegate.core.errors import GatewayError
@@ -131,7 +133,9 @@ def _tool_config(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[s
     tools = body.get("tools")
     if not tools:
         return None
-    choice = body.get("tool_choice") if isinstance(body.get("tool_choice"), dict) else {}
+    choice = body.get("tool_choice")
+    if not isinstance(choice, dict):
+        choice = {}
     kind = choice.get("type", "auto")
     if kind == "none" and not cv.has_tool_blocks(messages):
         return None  # Converse has no "none": offering no tools says it (unless the history needs them)
@@ -208,6 +212,7 @@ def anthropic_to_converse(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # counttokens_aws.py's count-tokens translator
 class AnthropicToAWSBedrock:
     """Anthropic Messages -> Converse; the event stream comes back as Anthropic SSE."""
 
