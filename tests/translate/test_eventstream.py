@@ -159,7 +159,7 @@ def test_a_large_frame_in_many_small_reads() -> None:
 
 def test_messages_share_the_decoded_header_block() -> None:
     decoder = EventStreamDecoder()
-    (first, one), (second, two) = decoder.messages(STREAM[2] + STREAM[2])
+    (first, second), (one, two) = decoder.messages(STREAM[2] + STREAM[2])
     # decoded once: the same headers dict (the tuple around it may be rebuilt by a compiled build)
     assert first[2] is second[2] and first == second and one == two
     assert first[:2] == ("event", "contentBlockDelta")

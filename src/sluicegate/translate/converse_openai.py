@@ -77,7 +77,10 @@ class ConverseStreamToOpenAI:
         out: list[bytes] = []
         decode, dumps = cv.decode_content_block_delta, orjson.dumps
         index, content = self._index, self._content
-        for (kind, name, _), payload in self.decoder.messages(chunk):
+        parsed, payloads = self.decoder.messages(chunk)
+        for i in range(len(payloads)):  # not zip(): the compiled build iterates a range natively
+            kind, name, _ = parsed[i]
+            payload = payloads[i]
             if name == "contentBlockDelta" and kind == "event" and content:  # every token's frame: kept short
                 try:
                     event = decode(payload)
