@@ -58,13 +58,13 @@ EXCEPTION_STATUS = {
 }
 
 
-class TextDelta(msgspec.Struct):
+class TextDelta(msgspec.Struct, gc=False):
     """The `delta` of a contentBlockDelta event, as far as a text delta needs it."""
 
     text: str | None = None
 
 
-class ContentBlockDelta(msgspec.Struct, rename="camel"):
+class ContentBlockDelta(msgspec.Struct, rename="camel", gc=False):
     """A contentBlockDelta event's payload, as far as a text delta needs it."""
 
     delta: TextDelta | None = None

@@ -3,7 +3,8 @@
 The same chunks as ConverseStreamToAnthropic followed by ClaudeStreamToOpenAI (the Anthropic pair still
 goes that way; tests/translate/test_converse_openai.py proves the two agree byte for byte), without
 building an Anthropic event per frame: a text delta is the constant chunk head, its text as JSON, and
-the constant chunk tail.
+the constant chunk tail, all written into one bytearray (the text by msgspec's encode_into, which writes
+the JSON string where orjson.dumps would make a bytes object of it first).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
+import msgspec
 import orjson
 
 from sluicegate.core.usage import Usage
@@ -22,6 +24,7 @@ _CONTENT_TAIL: Final = b"}" + _TAIL
 _DEFAULT_STOP: Final = ("stop", "end_turn")
 _NOT_AN_OBJECT: Final = b"AWS Bedrock sent a stream event that is not a JSON object."
 _CUT_SHORT: Final = "AWS Bedrock ended the stream before the model finished."
+_ENCODER: Final = msgspec.json.Encoder()
 
 
 class ConverseStreamToOpenAI:
@@ -74,9 +77,13 @@ class ConverseStreamToOpenAI:
         """The chunks for one read of the upstream body."""
         if self.done or not chunk:
             return b""  # after the stop or an error the rest of the body is dropped
-        out: list[bytes] = []
-        decode, dumps = cv.decode_content_block_delta, orjson.dumps
+        out = bytearray()
+        decode, encode_into = cv.decode_content_block_delta, _ENCODER.encode_into
         index, content = self._index, self._content
+        # Text chunks in a row are written head, text, tail + head, text, ..., tail: one write between two
+        # texts (`between`) instead of two; a run of them ends with the tail.
+        between = _CONTENT_TAIL + content
+        before = content
         parsed, payloads = self.decoder.messages(chunk)
         for i in range(len(payloads)):  # not zip(): the compiled build iterates a range natively
             kind, name, _ = parsed[i]
@@ -86,32 +93,43 @@ class ConverseStreamToOpenAI:
                     event = decode(payload)
                 except ValueError:  # not JSON, bad UTF-8, other types: _message says what is wrong
                     event = None
-                if event is not None and event.content_block_index in index:
+                if event is not None:
                     delta = event.delta
-                    if delta is not None and delta.text is not None:
-                        out.append(content + dumps(delta.text) + _CONTENT_TAIL)
+                    text = delta.text if delta is not None else None
+                    if text is not None:
+                        if event.content_block_index not in index:
+                            self._open(event.content_block_index)  # a text block starts with its first delta
+                        out += before
+                        encode_into(text, out, -1)
+                        before = between
                         continue
+            if before is between:
+                out += _CONTENT_TAIL
+                before = content
             self._message(kind, name, payload, out)
             if self.done:
                 break
-            content = self._content
+            content = before = self._content
+            between = _CONTENT_TAIL + content
+        if before is between:
+            out += _CONTENT_TAIL
         if self.decoder.error is not None and not self.done:
             broken = f"AWS Bedrock sent a broken event stream: {self.decoder.error}".encode()
-            out.append(self._exception("", broken))
-        return b"".join(out)
+            out += self._exception("", broken)
+        return bytes(out)
 
     def end(self) -> bytes:
         """What the end of the upstream body still owes: the stop, the usage chunk, `[DONE]` (or an error)."""
-        out: list[bytes] = []
+        out = bytearray()
         if not self.done:
             if self._stop_reason is not None:
                 self._chunk_usage = Usage()
                 self._stop(out)
             else:
                 self.done = True
-                out.append(self._error_chunk("api_error", _CUT_SHORT))
+                out += self._error_chunk("api_error", _CUT_SHORT)
         if self.error:
-            return b"".join(out)
+            return bytes(out)
         if self.include_usage and self._chunk_usage is not None:
             chunk = {
                 "id": self._id,
@@ -121,9 +139,9 @@ class ConverseStreamToOpenAI:
                 "choices": [],
                 "usage": cv.openai_usage(self._chunk_usage),
             }
-            out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-        out.append(b"data: [DONE]\n\n")
-        return b"".join(out)
+            out += b"data: " + orjson.dumps(chunk) + b"\n\n"
+        out += b"data: [DONE]\n\n"
+        return bytes(out)
 
     def _frame(self) -> None:
         head = {
@@ -153,17 +171,17 @@ class ConverseStreamToOpenAI:
         self._opened += 1
         return index
 
-    def _message(self, kind: str, name: str, payload: bytes, out: list[bytes]) -> None:
+    def _message(self, kind: str, name: str, payload: bytes, out: bytearray) -> None:
         """Any frame."""
         if kind != "event":
-            out.append(self._exception(name, payload))
+            out += self._exception(name, payload)
             return
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
             data = None
         if type(data) is not dict:
-            out.append(self._exception("", _NOT_AN_OBJECT))
+            out += self._exception("", _NOT_AN_OBJECT)
             return
         if name == "contentBlockDelta":
             delta = data.get("delta") or {}
@@ -171,7 +189,7 @@ class ConverseStreamToOpenAI:
             if isinstance(delta, dict) and "text" in delta:
                 if bedrock_index not in self._index:
                     self._open(bedrock_index)
-                out.append(self._chunk({"content": delta["text"]}))
+                out += self._chunk({"content": delta["text"]})
             else:
                 self._delta(bedrock_index, delta, out)
         elif name == "contentBlockStart":
@@ -186,7 +204,7 @@ class ConverseStreamToOpenAI:
                     "type": "function",
                     "function": {"name": use.get("name"), "arguments": ""},
                 }
-                out.append(self._chunk({"tool_calls": [call]}))
+                out += self._chunk({"tool_calls": [call]})
         elif name == "contentBlockStop":
             stopped = self._index.pop(data.get("contentBlockIndex", 0), None)
             if stopped is not None:
@@ -196,7 +214,7 @@ class ConverseStreamToOpenAI:
             self._frame()
             self._chunk_usage = Usage()
             self._started = True
-            out.append(self._chunk({"role": "assistant", "content": ""}))
+            out += self._chunk({"role": "assistant", "content": ""})
         elif name == "messageStop":
             self._stop_reason = data.get("stopReason") or "end_turn"
         elif name == "metadata":
@@ -204,7 +222,7 @@ class ConverseStreamToOpenAI:
             self._chunk_usage = cv.converse_usage(data.get("usage"))  # its own copy: the gateway owns usage
             self._stop(out)
 
-    def _delta(self, bedrock_index: Any, delta: Any, out: list[bytes]) -> None:
+    def _delta(self, bedrock_index: Any, delta: Any, out: bytearray) -> None:
         if not isinstance(delta, dict):
             return
         index = self._index.get(bedrock_index)
@@ -214,7 +232,7 @@ class ConverseStreamToOpenAI:
                 piece = (use.get("input") if isinstance(use, dict) else None) or ""
                 if piece and index in self._tools:
                     call = {"index": self._tools[index], "function": {"arguments": piece}}
-                    out.append(self._chunk({"tool_calls": [call]}))
+                    out += self._chunk({"tool_calls": [call]})
         elif "reasoningContent" in delta:
             reasoning = delta["reasoningContent"]
             if not isinstance(reasoning, dict):
@@ -224,7 +242,7 @@ class ConverseStreamToOpenAI:
                     self._open(bedrock_index)
                     data = cv.redacted_from_bedrock(reasoning["redactedContent"])
                     block = {"type": "redacted_thinking", "data": data or ""}
-                    out.append(self._chunk({"thinking_blocks": [block]}))
+                    out += self._chunk({"thinking_blocks": [block]})
                 return
             if index is None:
                 index = self._open(bedrock_index)
@@ -232,18 +250,18 @@ class ConverseStreamToOpenAI:
             text = reasoning.get("text")
             if text:
                 self._thinking.setdefault(index, []).append(text)
-                out.append(self._chunk({"reasoning_content": text}))
+                out += self._chunk({"reasoning_content": text})
             signature = reasoning.get("signature")
             if signature:
                 self._signatures[index] = self._signatures.get(index, "") + signature
 
-    def _block_stop(self, index: int, out: list[bytes]) -> None:
+    def _block_stop(self, index: int, out: bytearray) -> None:
         if index in self._thinking or index in self._signatures:
             text = "".join(self._thinking.pop(index, ()))
             block = {"type": "thinking", "thinking": text, "signature": self._signatures.pop(index, "")}
-            out.append(self._chunk({"thinking_blocks": [block]}))
+            out += self._chunk({"thinking_blocks": [block]})
 
-    def _stop(self, out: list[bytes]) -> None:
+    def _stop(self, out: bytearray) -> None:
         """Close the open blocks and send the finish chunk (once the message started)."""
         self.done = True
         for index in sorted(self._index.values()):
@@ -251,7 +269,7 @@ class ConverseStreamToOpenAI:
         self._index.clear()
         if self._started:
             finish = cv.STOP_REASONS.get(self._stop_reason or "end_turn", _DEFAULT_STOP)[0]
-            out.append(self._chunk({}, finish))
+            out += self._chunk({}, finish)
 
     def _exception(self, exception_type: str, payload: bytes) -> bytes:
         """An exception frame (or a broken stream) as an OpenAI error chunk; nothing follows it."""
