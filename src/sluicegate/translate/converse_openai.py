@@ -31,6 +31,7 @@ class ConverseStreamToOpenAI:
     """Event-stream reads in, OpenAI chunks out; `usage` is Bedrock's, once the metadata event came."""
 
     __slots__ = (
+        "_between",
         "_chunk_usage",
         "_content",
         "_id",
@@ -64,6 +65,7 @@ class ConverseStreamToOpenAI:
         self._id = ""  # the chunks' id: the message id from messageStart on
         self._prefix = b""  # `data: {"id",…,"choices":[{"index":0,"delta":`, made at the first chunk
         self._content = b""  # _prefix + `{"content":`
+        self._between = b""  # the text chunk's tail + _content: what goes between two text chunks in a row
         self._chunk_usage: Usage | None = None  # what the closing usage chunk reports
         self._stop_reason: str | None = None  # Bedrock's stopReason from messageStop
         self._started = False
@@ -79,11 +81,10 @@ class ConverseStreamToOpenAI:
             return b""  # after the stop or an error the rest of the body is dropped
         out = bytearray()
         decode, encode_into = cv.decode_content_block_delta, _ENCODER.encode_into
-        index, content = self._index, self._content
+        index, content, between = self._index, self._content, self._between
         # Text chunks in a row are written head, text, tail + head, text, ..., tail: one write between two
         # texts (`between`) instead of two; a run of them ends with the tail.
-        between = _CONTENT_TAIL + content
-        before = content
+        in_run = False
         parsed, payloads = self.decoder.messages(chunk)
         for i in range(len(payloads)):  # not zip(): the compiled build iterates a range natively
             kind, name, _ = parsed[i]
@@ -99,19 +100,18 @@ class ConverseStreamToOpenAI:
                     if text is not None:
                         if event.content_block_index not in index:
                             self._open(event.content_block_index)  # a text block starts with its first delta
-                        out += before
+                        out += between if in_run else content
                         encode_into(text, out, -1)
-                        before = between
+                        in_run = True
                         continue
-            if before is between:
+            if in_run:
                 out += _CONTENT_TAIL
-                before = content
+                in_run = False
             self._message(kind, name, payload, out)
             if self.done:
                 break
-            content = before = self._content
-            between = _CONTENT_TAIL + content
-        if before is between:
+            content, between = self._content, self._between
+        if in_run:
             out += _CONTENT_TAIL
         if self.decoder.error is not None and not self.done:
             broken = f"AWS Bedrock sent a broken event stream: {self.decoder.error}".encode()
@@ -152,6 +152,7 @@ class ConverseStreamToOpenAI:
         }
         self._prefix = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":0,"delta":'
         self._content = self._prefix + b'{"content":'
+        self._between = _CONTENT_TAIL + self._content
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         if not self._prefix:
