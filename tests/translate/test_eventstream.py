@@ -160,6 +160,17 @@ def test_a_large_frame_in_many_small_reads() -> None:
 def test_messages_share_the_decoded_header_block() -> None:
     decoder = EventStreamDecoder()
     (first, second), (one, two) = decoder.messages(STREAM[2] + STREAM[2])
-    # decoded once: the same headers dict (the tuple around it may be rebuilt by a compiled build)
-    assert first[2] is second[2] and first == second and one == two
-    assert first[:2] == ("event", "contentBlockDelta")
+    assert first is second and one == two  # decoded once: converse_openai.py relies on the identity
+    assert (first.kind, first.name) == ("event", "contentBlockDelta")
+
+
+@pytest.mark.parametrize("name", [":message-type", ":event-type"])
+def test_a_type_header_that_is_not_a_string_is_an_error(name: str) -> None:
+    other = ":event-type" if name == ":message-type" else ":message-type"
+    odd = header(name, 4, 7) + header(other, 7, "event")
+    decoder = EventStreamDecoder()
+    frames = decoder.feed(STREAM[0] + frame(odd, b"{}") + STREAM[0])
+    assert [f.event_type for f in frames] == ["messageStart"]  # the frames before it, nothing after
+    assert decoder.error == (
+        "invalid event stream frame: the message type or event type header is not a string"
+    )

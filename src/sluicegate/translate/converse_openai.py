@@ -17,10 +17,11 @@ import orjson
 
 from sluicegate.core.usage import Usage
 from sluicegate.translate import converse as cv
-from sluicegate.translate.eventstream import EventStreamDecoder
+from sluicegate.translate.eventstream import EventStreamDecoder, HeaderBlock
 
 _TAIL: Final = b',"logprobs":null,"finish_reason":null}]}\n\n'
 _CONTENT_TAIL: Final = b"}" + _TAIL
+_ROLE_TAIL: Final = b'{"role":"assistant","content":""}' + _TAIL
 _DEFAULT_STOP: Final = ("stop", "end_turn")
 _NOT_AN_OBJECT: Final = b"AWS Bedrock sent a stream event that is not a JSON object."
 _CUT_SHORT: Final = "AWS Bedrock ended the stream before the model finished."
@@ -32,7 +33,6 @@ class ConverseStreamToOpenAI:
 
     __slots__ = (
         "_between",
-        "_chunk_usage",
         "_content",
         "_id",
         "_index",
@@ -41,8 +41,10 @@ class ConverseStreamToOpenAI:
         "_signatures",
         "_started",
         "_stop_reason",
+        "_text_block",
         "_thinking",
         "_tools",
+        "_usage_owed",
         "decoder",
         "done",
         "error",
@@ -66,7 +68,8 @@ class ConverseStreamToOpenAI:
         self._prefix = b""  # `data: {"id",…,"choices":[{"index":0,"delta":`, made at the first chunk
         self._content = b""  # _prefix + `{"content":`
         self._between = b""  # the text chunk's tail + _content: what goes between two text chunks in a row
-        self._chunk_usage: Usage | None = None  # what the closing usage chunk reports
+        self._usage_owed = False  # a usage chunk closes the stream (metadata came, or a stop without it)
+        self._text_block: HeaderBlock | None = None  # the header block of a text delta frame, as last seen
         self._stop_reason: str | None = None  # Bedrock's stopReason from messageStop
         self._started = False
         self._index: dict[Any, int] = {}  # Bedrock contentBlockIndex of an open block -> our block index
@@ -85,11 +88,16 @@ class ConverseStreamToOpenAI:
         # Text chunks in a row are written head, text, tail + head, text, ..., tail: one write between two
         # texts (`between`) instead of two; a run of them ends with the tail.
         in_run = False
-        parsed, payloads = self.decoder.messages(chunk)
+        # Frames with the same header block share its HeaderBlock: after the first, a text delta frame is
+        # known by identity. `open_index`: a Bedrock block index known to be open.
+        text_block, open_index = self._text_block, None
+        blocks, payloads = self.decoder.messages(chunk)
         for i in range(len(payloads)):  # not zip(): the compiled build iterates a range natively
-            kind, name, _ = parsed[i]
+            block = blocks[i]
             payload = payloads[i]
-            if name == "contentBlockDelta" and kind == "event" and content:  # every token's frame: kept short
+            if block is not text_block and block.name == "contentBlockDelta" and block.kind == "event":
+                text_block = block
+            if block is text_block and content:  # every token's frame: kept short
                 try:
                     event = decode(payload)
                 except ValueError:  # not JSON, bad UTF-8, other types: _message says what is wrong
@@ -98,8 +106,11 @@ class ConverseStreamToOpenAI:
                     delta = event.delta
                     text = delta.text if delta is not None else None
                     if text is not None:
-                        if event.content_block_index not in index:
-                            self._open(event.content_block_index)  # a text block starts with its first delta
+                        bedrock_index = event.content_block_index
+                        if bedrock_index is not open_index:
+                            if bedrock_index not in index:
+                                self._open(bedrock_index)  # a text block starts with its first delta
+                            open_index = bedrock_index
                         out += between if in_run else content
                         encode_into(text, out, -1)
                         in_run = True
@@ -107,10 +118,11 @@ class ConverseStreamToOpenAI:
             if in_run:
                 out += _CONTENT_TAIL
                 in_run = False
-            self._message(kind, name, payload, out)
+            self._message(block.kind, block.name, payload, out)
             if self.done:
                 break
-            content, between = self._content, self._between
+            content, between, open_index = self._content, self._between, None  # _message may close blocks
+        self._text_block = text_block
         if in_run:
             out += _CONTENT_TAIL
         if self.decoder.error is not None and not self.done:
@@ -123,21 +135,21 @@ class ConverseStreamToOpenAI:
         out = bytearray()
         if not self.done:
             if self._stop_reason is not None:
-                self._chunk_usage = Usage()
+                self._usage_owed = True
                 self._stop(out)
             else:
                 self.done = True
                 out += self._error_chunk("api_error", _CUT_SHORT)
         if self.error:
             return bytes(out)
-        if self.include_usage and self._chunk_usage is not None:
+        if self.include_usage and self._usage_owed:
             chunk = {
                 "id": self._id,
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
                 "model": self.model,
                 "choices": [],
-                "usage": cv.openai_usage(self._chunk_usage),
+                "usage": cv.openai_usage(self.usage or Usage()),  # nothing changes a Usage once made
             }
             out += b"data: " + orjson.dumps(chunk) + b"\n\n"
         out += b"data: [DONE]\n\n"
@@ -154,18 +166,10 @@ class ConverseStreamToOpenAI:
         self._content = self._prefix + b'{"content":'
         self._between = _CONTENT_TAIL + self._content
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _chunk(self, delta: dict[str, Any]) -> bytes:
         if not self._prefix:
             self._frame()
-        if finish is None:
-            return self._prefix + orjson.dumps(delta) + _TAIL
-        return (
-            self._prefix
-            + orjson.dumps(delta)
-            + b',"logprobs":null,"finish_reason":"'
-            + finish.encode()
-            + b'"}]}\n\n'
-        )
+        return self._prefix + orjson.dumps(delta) + _TAIL
 
     def _open(self, bedrock_index: Any) -> int:
         index = self._index[bedrock_index] = self._opened
@@ -213,14 +217,13 @@ class ConverseStreamToOpenAI:
         elif name == "messageStart":
             self._id = self.message_id
             self._frame()
-            self._chunk_usage = Usage()
             self._started = True
-            out += self._chunk({"role": "assistant", "content": ""})
+            out += self._prefix + _ROLE_TAIL
         elif name == "messageStop":
             self._stop_reason = data.get("stopReason") or "end_turn"
         elif name == "metadata":
             self.usage = cv.converse_usage(data.get("usage"))
-            self._chunk_usage = cv.converse_usage(data.get("usage"))  # its own copy: the gateway owns usage
+            self._usage_owed = True
             self._stop(out)
 
     def _delta(self, bedrock_index: Any, delta: Any, out: bytearray) -> None:
@@ -265,12 +268,13 @@ class ConverseStreamToOpenAI:
     def _stop(self, out: bytearray) -> None:
         """Close the open blocks and send the finish chunk (once the message started)."""
         self.done = True
-        for index in sorted(self._index.values()):
-            self._block_stop(index, out)
-        self._index.clear()
-        if self._started:
+        if self._index:
+            for index in sorted(self._index.values()):
+                self._block_stop(index, out)
+            self._index.clear()
+        if self._started:  # messageStart made the prefix
             finish = cv.STOP_REASONS.get(self._stop_reason or "end_turn", _DEFAULT_STOP)[0]
-            out += self._chunk({}, finish)
+            out += self._prefix + b'{},"logprobs":null,"finish_reason":"' + finish.encode() + b'"}]}\n\n'
 
     def _exception(self, exception_type: str, payload: bytes) -> bytes:
         """An exception frame (or a broken stream) as an OpenAI error chunk; nothing follows it."""

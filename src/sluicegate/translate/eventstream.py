@@ -28,10 +28,23 @@ _U32: Final = 0xFFFFFFFF  # read_i32_be reads signed: a CRC is the unsigned valu
 # Typed, so that the compiled build (docs/install.md) compares CRCs as machine integers.
 _CRC32 = cast(Callable[[bytes], int], zlib_ng.crc32)
 
-# (message type, event type, headers) of one decoded header block
-Parsed = tuple[str, str, dict[str, Any]]
 
-_SEEN_HEADERS: dict[bytes, Parsed] = {}  # a stream repeats a few header blocks: decode each once
+class HeaderBlock:
+    """A decoded header block: `:message-type` (event | exception | error), its type, all the headers.
+
+    Frames with the same header block share one HeaderBlock (a translator may tell them apart by identity):
+    read it, do not change it.
+    """
+
+    __slots__ = ("headers", "kind", "name")
+
+    def __init__(self, kind: str, name: str, headers: dict[str, Any]) -> None:
+        self.kind = kind
+        self.name = name  # `:event-type`, or `:exception-type` / `:error-code` for the other kinds
+        self.headers = headers
+
+
+_SEEN_HEADERS: dict[bytes, HeaderBlock] = {}  # a stream repeats a few header blocks: decode each once
 
 
 class FrameError(ValueError):
@@ -62,18 +75,18 @@ class EventStreamDecoder:
         self._size = 0  # bytes in _pending
         self._need = 0  # bytes _pending must hold before decoding is worth another try
         self._last_block = b""  # the header block of the previous frame and its decoding
-        self._last: Parsed = ("event", "", {})  # what an empty header block decodes to
+        self._last = HeaderBlock("event", "", {})  # what an empty header block decodes to
         self.error: str | None = None
 
     def feed(self, chunk: bytes) -> list[Frame]:
         """The frames completed by this chunk."""
-        parsed, payloads = self.messages(chunk)
+        blocks, payloads = self.messages(chunk)
         return [
-            Frame(kind, name, payload, headers)
-            for (kind, name, headers), payload in zip(parsed, payloads, strict=True)
+            Frame(block.kind, block.name, payload, block.headers)
+            for block, payload in zip(blocks, payloads, strict=True)
         ]
 
-    def messages(self, chunk: bytes) -> tuple[list[Parsed], list[bytes]]:
+    def messages(self, chunk: bytes) -> tuple[list[HeaderBlock], list[bytes]]:
         """The frames completed by this chunk: their header blocks decoded, and their payloads, in two lists.
 
         Two lists rather than a (headers, payload) pair a frame: no tuple to build and take apart per token.
@@ -89,7 +102,7 @@ class EventStreamDecoder:
             self._pending = []
         else:
             data = bytes(chunk) if type(chunk) is not bytes else chunk
-        parsed: list[Parsed] = []
+        blocks: list[HeaderBlock] = []
         payloads: list[bytes] = []
         size, start, error = len(data), 0, None
         crc32, max_frame = _CRC32, _MAX_FRAME
@@ -121,26 +134,26 @@ class EventStreamDecoder:
             block = data[start + 12 : body]
             if headers_length != last_length or block != last_block:
                 try:
-                    last = parsed_headers(block)
+                    last = header_block(block)
                 except FrameError as exc:
                     error = f"invalid event stream frame: {exc}"
                     break
                 last_block, last_length = block, headers_length
-            parsed.append(last)
+            blocks.append(last)
             payloads.append(data[body:payload_end])
             start = end
         self._last_block, self._last = last_block, last
         if error is not None:
             self.error = error
             self._pending, self._size = [], 0
-            return parsed, payloads
+            return blocks, payloads
         if start < size:
             rest = data[start:] if start else data
             self._pending, self._size = [rest], len(rest)
             self._need = read_i32_be(rest, 0) if len(rest) >= _PRELUDE else _PRELUDE
         else:
             self._size = 0
-        return parsed, payloads
+        return blocks, payloads
 
     @property
     def pending(self) -> int:
@@ -148,10 +161,10 @@ class EventStreamDecoder:
         return self._size
 
 
-def parsed_headers(block: bytes) -> Parsed:
-    """(message type, event type, headers) of a header block, from the cache when seen before."""
-    parsed = _SEEN_HEADERS.get(block)
-    if parsed is None:
+def header_block(block: bytes) -> HeaderBlock:
+    """The decoded header block, from the cache when seen before."""
+    decoded = _SEEN_HEADERS.get(block)
+    if decoded is None:
         headers = _headers(block, 0, len(block))
         kind = headers.get(":message-type", "event")
         if kind == "event":
@@ -160,10 +173,12 @@ def parsed_headers(block: bytes) -> Parsed:
             name = headers.get(":exception-type", "")
         else:
             name = headers.get(":error-code", "")
-        parsed = (kind, name, headers)
+        if not isinstance(kind, str) or not isinstance(name, str):
+            raise FrameError("the message type or event type header is not a string")
+        decoded = HeaderBlock(kind, name, headers)
         if len(_SEEN_HEADERS) < _MAX_SEEN:
-            _SEEN_HEADERS[block] = parsed
-    return parsed
+            _SEEN_HEADERS[block] = decoded
+    return decoded
 
 
 def _headers(frame: memoryview | bytes, i: int, end: int) -> dict[str, Any]:
