@@ -78,11 +78,20 @@ class ConverseStreamToOpenAI:
         self._thinking: dict[int, list[str]] = {}  # our block index -> thinking text pieces
         self._signatures: dict[int, str] = {}
 
-    def feed(self, chunk: bytes) -> bytes:
-        """The chunks for one read of the upstream body."""
-        if self.done or not chunk:
-            return b""  # after the stop or an error the rest of the body is dropped
+    def feed(self, chunk: bytes, end: bool = False) -> bytes:
+        """The chunks for one read of the upstream body; with `end`, also what the end of the body owes."""
         out = bytearray()
+        if chunk and not self.done:  # after the stop or an error the rest of the body is dropped
+            self._read(chunk, out)
+        if end:
+            self._end(out)
+        return bytes(out)
+
+    def end(self) -> bytes:
+        """What the end of the upstream body still owes: the stop, the usage chunk, `[DONE]` (or an error)."""
+        return self.feed(b"", True)
+
+    def _read(self, chunk: bytes, out: bytearray) -> None:
         decode, encode_into = cv.decode_content_block_delta, _ENCODER.encode_into
         index, content, between = self._index, self._content, self._between
         # Text chunks in a row are written head, text, tail + head, text, ..., tail: one write between two
@@ -128,11 +137,8 @@ class ConverseStreamToOpenAI:
         if self.decoder.error is not None and not self.done:
             broken = f"AWS Bedrock sent a broken event stream: {self.decoder.error}".encode()
             out += self._exception("", broken)
-        return bytes(out)
 
-    def end(self) -> bytes:
-        """What the end of the upstream body still owes: the stop, the usage chunk, `[DONE]` (or an error)."""
-        out = bytearray()
+    def _end(self, out: bytearray) -> None:
         if not self.done:
             if self._stop_reason is not None:
                 self._usage_owed = True
@@ -141,7 +147,7 @@ class ConverseStreamToOpenAI:
                 self.done = True
                 out += self._error_chunk("api_error", _CUT_SHORT)
         if self.error:
-            return bytes(out)
+            return
         if self.include_usage and self._usage_owed:
             chunk = {
                 "id": self._id,
@@ -153,7 +159,6 @@ class ConverseStreamToOpenAI:
             }
             out += b"data: " + orjson.dumps(chunk) + b"\n\n"
         out += b"data: [DONE]\n\n"
-        return bytes(out)
 
     def _frame(self) -> None:
         head = {

@@ -90,9 +90,7 @@ class OpenAIToAWSBedrock(AnthropicToAWSBedrock):
                 model, message_id, self.include_usage, self._decoder
             )
         known = chunks.usage
-        out = chunks.feed(chunk)
-        if end:
-            out += chunks.end()
+        out = chunks.feed(chunk, end)
         return out, chunks.usage if chunks.usage is not known else None
 
     def render_unary(self, response: dict[str, Any]) -> bytes:
