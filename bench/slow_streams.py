@@ -123,13 +123,15 @@ class _StreamClient(asyncio.Protocol):
         self.done = done
         self.transport: asyncio.Transport | None = None
         self.pieces: list[tuple[bytes, float]] = []
+        self.tail = b""  # the stream's last bytes so far: the last chunk may come split over two reads
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         self.pieces.append((data, time.monotonic()))
-        if data.endswith(b"0\r\n\r\n") and self.transport is not None:  # the last chunk: the stream is over
+        self.tail = (self.tail + data)[-5:]
+        if self.tail == b"0\r\n\r\n" and self.transport is not None:  # the last chunk: the stream is over
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
